@@ -1,0 +1,1 @@
+"""Volume and rate calibration, trumpet curves, occlusion test, refill check, reports."""

@@ -1,0 +1,170 @@
+"""Hardware configuration: pins, syringe geometry, drive train, sensors and the simulated bench.
+
+These models are the ``[pins]``, ``[syringe]``, ``[drive]``, ``[flow_sensor]``, ``[balance]`` and
+``[sim]`` tables of ``rig.toml``. They validate at construction: unknown keys, wrong types, NaN,
+non-positive geometry and pins out of range or used twice are rejected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BCM_PIN_MIN = 2
+BCM_PIN_MAX = 27
+
+BcmPin = Annotated[int, Field(ge=BCM_PIN_MIN, le=BCM_PIN_MAX, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class StrictModel(BaseModel):
+    """Base for every configuration table: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class PinsConfig(StrictModel):
+    """BCM pin numbers of everything wired to the Pi's header."""
+
+    step: BcmPin = 18
+    dir: BcmPin = 23
+    enable: BcmPin = 24
+    microstep: Annotated[list[BcmPin], Field(min_length=3, max_length=3)] = [17, 27, 22]
+    limit_full: BcmPin = 5
+    limit_empty: BcmPin = 6
+    estop: BcmPin = 13
+    buzzer: BcmPin = 12
+    led_red: BcmPin = 16
+    led_green: BcmPin = 20
+    led_blue: BcmPin = 21
+    pinch_valve: BcmPin | None = 19
+    leak_valve: BcmPin | None = 26
+
+    @model_validator(mode="after")
+    def _pins_unique(self) -> PinsConfig:
+        seen: dict[int, str] = {}
+        for name, pin in self.assignments():
+            if pin in seen:
+                raise ValueError(
+                    f"pin {pin} is used twice ({seen[pin]} and {name}); each BCM pin may be "
+                    "assigned once"
+                )
+            seen[pin] = name
+        return self
+
+    def assignments(self) -> list[tuple[str, int]]:
+        """Every (function, BCM pin) pair, microstep pins named m0..m2, optional pins omitted."""
+        pairs: list[tuple[str, int]] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "microstep":
+                pairs.extend((f"microstep.m{i}", pin) for i, pin in enumerate(value))
+            elif value is not None:
+                pairs.append((name, value))
+        return pairs
+
+
+class SyringeConfig(StrictModel):
+    """The syringe used as the pump reservoir on the bench."""
+
+    inner_diameter_mm: PositiveFloat = 14.43
+    nominal_volume_ml: PositiveFloat = 10.0
+
+    @property
+    def ul_per_mm(self) -> float:
+        """Volume displaced per millimetre of plunger travel (µL/mm == mm³/mm)."""
+        radius_mm = self.inner_diameter_mm / 2
+        return math.pi * radius_mm * radius_mm
+
+    @property
+    def stroke_mm(self) -> float:
+        """Plunger travel from full to empty."""
+        return self.nominal_volume_ml * 1000.0 / self.ul_per_mm
+
+
+class DriveConfig(StrictModel):
+    """Stepper drive train: lead screw, motor and driver microstepping."""
+
+    driver: Literal["drv8825", "a4988"] = "drv8825"
+    lead_screw_pitch_mm: PositiveFloat = 0.8
+    steps_per_rev: Annotated[int, Field(gt=0, strict=True)] = 200
+    microstepping: Literal[1, 2, 4, 8, 16, 32] = 32
+    max_rate_steps_per_s: PositiveFloat = 10_000.0
+    step_pulse_us: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
+
+    @model_validator(mode="after")
+    def _driver_supports_microstepping(self) -> DriveConfig:
+        if self.driver == "a4988" and self.microstepping == 32:
+            raise ValueError("microstepping 32 is not available on the a4988 (allowed 1-16)")
+        return self
+
+    @property
+    def microsteps_per_mm(self) -> float:
+        return self.steps_per_rev * self.microstepping / self.lead_screw_pitch_mm
+
+
+class FlowSensorConfig(StrictModel):
+    """Sensirion SLF3S-0600F liquid flow sensor: on the Pi's I2C bus or through an SCC1 cable."""
+
+    kind: Literal["i2c", "scc1"] = "i2c"
+    i2c_bus: str = "/dev/i2c-1"
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77, strict=True)] = 0x08
+    port: str = "/dev/ttyUSB0"
+    read_timeout_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.5
+
+
+class BalanceConfig(StrictModel):
+    """Mettler Toledo MT-SICS balance on a serial port (optional on the bench)."""
+
+    enabled: bool = True
+    port: str = "/dev/ttyUSB1"
+    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400] = 9600
+    timeout_s: Annotated[float, Field(gt=0, le=30, allow_inf_nan=False)] = 2.0
+
+
+class SimConfig(StrictModel):
+    """Physical parameters of the simulated bench (ignored on real hardware)."""
+
+    tubing_compliance_ul_per_kpa: PositiveFloat = 0.5
+    catheter_resistance_kpa_min_per_ul: PositiveFloat = 0.02
+    sensor_noise_ul_per_min: NonNegativeFloat = 0.3
+    sensor_offset_ul_per_min: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    sensor_time_constant_s: NonNegativeFloat = 0.05
+    balance_noise_g: NonNegativeFloat = 0.00002
+    fluid_density_g_per_ml: PositiveFloat = 0.998
+    initial_fill_ml: NonNegativeFloat = 10.0
+    seed: Annotated[int, Field(strict=True)] | None = None
+
+
+class HardwareConfig(StrictModel):
+    """Everything the hardware layer needs to build a bench."""
+
+    pins: PinsConfig = PinsConfig()
+    syringe: SyringeConfig = SyringeConfig()
+    drive: DriveConfig = DriveConfig()
+    flow_sensor: FlowSensorConfig = FlowSensorConfig()
+    balance: BalanceConfig = BalanceConfig()
+    sim: SimConfig = SimConfig()
+
+    @model_validator(mode="after")
+    def _fill_fits_syringe(self) -> HardwareConfig:
+        if self.sim.initial_fill_ml > self.syringe.nominal_volume_ml:
+            raise ValueError(
+                f"sim.initial_fill_ml ({self.sim.initial_fill_ml} mL) exceeds "
+                f"syringe.nominal_volume_ml ({self.syringe.nominal_volume_ml} mL)"
+            )
+        return self
+
+    @property
+    def ul_per_microstep(self) -> float:
+        """Nominal volume per microstep from geometry (before any volume calibration)."""
+        return self.syringe.ul_per_mm / self.drive.microsteps_per_mm
+
+    @property
+    def stroke_microsteps(self) -> int:
+        """Microsteps from full to empty."""
+        return round(self.syringe.stroke_mm * self.drive.microsteps_per_mm)
