@@ -1,0 +1,390 @@
+"""Step generation: microsteps on an absolute-deadline schedule, never a sum of periods.
+
+:class:`StepSchedule` is the arithmetic: the ideal step count is the integral of a piecewise-
+constant rate, and step *n* is due when that integral reaches *n*. A rate change starts a new
+segment at the current ideal count (the fraction of a step already accrued is carried), so the
+count issued never differs from the ideal schedule by more than one step, however long it runs.
+
+Two backends issue the steps:
+
+* :class:`SoftwareStepGenerator` — a thread that sleeps to just before each deadline and spins
+  the rest, writing the STEP pin through gpiozero (any pin factory, MockFactory included). It
+  can also run without a thread under a supplied clock (:meth:`run_until`), for simulations faster
+  than real time.
+* :class:`LgpioStepGenerator` — hands chunks of pulses to lgpio's C pulse generator
+  (``tx_pulse``), re-aiming every chunk at the ideal schedule. Pi only.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from hal.devices import Direction, SyringeDrive
+
+Clock = Callable[[], float]
+
+
+class StepGenerator(Protocol):
+    """What the rig needs from a step generator, whichever backend issues the pulses."""
+
+    @property
+    def rate_steps_per_s(self) -> float: ...
+
+    @property
+    def steps_issued(self) -> int:
+        """Infusing microsteps issued since construction (withdraw moves are not counted)."""
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Clock time at which the step loop last ran (for the watchdog)."""
+
+    def set_rate(self, steps_per_s: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StepSchedule:
+    """Exact step deadlines for a piecewise-constant rate (steps/s), in clock seconds."""
+
+    def __init__(self, now_s: float = 0.0) -> None:
+        self.rate_steps_per_s = 0.0
+        self._segment_start_s = now_s
+        self._ideal_at_segment_start = 0.0
+        self.steps_issued = 0
+        self.target_steps: int | None = None
+
+    def ideal_steps(self, now_s: float) -> float:
+        """Steps the schedule says should have been issued by *now_s* (continuous)."""
+        elapsed_s = max(0.0, now_s - self._segment_start_s)
+        return self._ideal_at_segment_start + elapsed_s * self.rate_steps_per_s
+
+    def set_rate(self, steps_per_s: float, now_s: float) -> None:
+        """Change the rate at *now_s*, carrying the fraction of a step already accrued."""
+        if not math.isfinite(steps_per_s) or steps_per_s < 0:
+            raise ValueError(
+                f"step rate must be a finite number >= 0 steps/s (delivery never reverses), "
+                f"not {steps_per_s!r}"
+            )
+        ideal = self.ideal_steps(now_s)
+        # Whole steps owed (late) are kept; a stop drops them (see stop()).
+        self._ideal_at_segment_start = ideal
+        self._segment_start_s = now_s
+        self.rate_steps_per_s = float(steps_per_s)
+
+    def stop(self, now_s: float) -> None:
+        """Rate 0 at once; steps due but not yet issued are dropped, the partial step kept."""
+        ideal = self.ideal_steps(now_s)
+        fraction = ideal - math.floor(ideal)
+        self._ideal_at_segment_start = min(ideal, self.steps_issued + fraction)
+        self._segment_start_s = now_s
+        self.rate_steps_per_s = 0.0
+        self.target_steps = None
+
+    def next_deadline(self) -> float | None:
+        """Clock time at which the next step is due, or None when stopped or the target is met."""
+        if self.target_steps is not None and self.steps_issued >= self.target_steps:
+            return None
+        owed = self.steps_issued + 1 - self._ideal_at_segment_start
+        if owed <= 0:
+            return self._segment_start_s
+        if self.rate_steps_per_s <= 0:
+            return None
+        return self._segment_start_s + owed / self.rate_steps_per_s
+
+    def steps_due(self, now_s: float) -> int:
+        """How many steps are due by *now_s* and not yet issued (capped by the target)."""
+        due = math.floor(self.ideal_steps(now_s) + 1e-9) - self.steps_issued
+        if self.target_steps is not None:
+            due = min(due, self.target_steps - self.steps_issued)
+        return max(0, due)
+
+
+class SoftwareStepGenerator:
+    """Software-timed STEP pulses from a dedicated thread, on absolute deadlines.
+
+    The thread sleeps until *spin_s* before a deadline and busy-waits the rest, then pulses STEP.
+    Lateness (actual − deadline) of every step can be recorded for benchmarks.
+    """
+
+    HEARTBEAT_S = 0.05
+
+    def __init__(
+        self,
+        drive: SyringeDrive,
+        *,
+        clock: Clock = time.perf_counter,
+        spin_s: float = 0.0015,
+        record_lateness: bool = False,
+    ) -> None:
+        self._drive = drive
+        self._clock = clock
+        self._spin_s = spin_s
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._move_done = threading.Event()
+        self._move_done.set()
+        self._closed = False
+        self._schedule = StepSchedule(clock())
+        self._withdrawn = 0
+        self._withdrawing = False
+        self.lateness_s: list[float] | None = [] if record_lateness else None
+        self.heartbeat_s = clock()
+        self._thread: threading.Thread | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the real-time step thread (not needed for :meth:`run_until` simulation)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="step-generator", daemon=True)
+            self._thread.start()
+
+    @property
+    def rate_steps_per_s(self) -> float:
+        return self._schedule.rate_steps_per_s
+
+    @property
+    def steps_issued(self) -> int:
+        return self._schedule.steps_issued - self._withdrawn
+
+    @property
+    def steps_withdrawn(self) -> int:
+        return self._withdrawn
+
+    def ideal_steps(self) -> float:
+        with self._lock:
+            return self._schedule.ideal_steps(self._clock()) - self._withdrawn
+
+    def set_rate(self, steps_per_s: float) -> None:
+        """Infuse at *steps_per_s* from now on (0 pauses, keeping the partial step)."""
+        with self._lock:
+            if self._withdrawing:
+                raise RuntimeError("a withdraw move is running; stop it before infusing")
+            self._schedule.set_rate(steps_per_s, self._clock())
+            self._drive.point("infuse")
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop at once: no further pulse after this returns."""
+        with self._lock:
+            self._schedule.stop(self._clock())
+            self._withdrawing = False
+            self._drive.point("infuse")
+            self._move_done.set()
+        self._wake.set()
+
+    def move(self, steps: int, steps_per_s: float, *, withdraw: bool = False) -> None:
+        """Start a move of exactly *steps* microsteps; :meth:`wait_move` waits for its end.
+
+        A withdraw move (refill only) pulls the plunger back; its steps are subtracted from
+        :attr:`steps_issued` and counted in :attr:`steps_withdrawn`.
+        """
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, not {steps}")
+        with self._lock:
+            schedule = self._schedule
+            schedule.stop(self._clock())
+            direction: Direction = "withdraw" if withdraw else "infuse"
+            self._drive.point(direction)
+            self._withdrawing = withdraw
+            schedule.target_steps = schedule.steps_issued + steps
+            schedule.set_rate(steps_per_s, self._clock())
+            self._move_done.clear() if steps else self._move_done.set()
+        self._wake.set()
+
+    def wait_move(self, timeout_s: float | None = None) -> bool:
+        """Wait until the current move has issued all its steps; True if it did."""
+        return self._move_done.wait(timeout_s)
+
+    def close(self) -> None:
+        self.stop()
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    # -- issuing ------------------------------------------------------------------------------
+
+    def _issue(self, deadline_s: float, now_s: float) -> None:
+        """Pulse once; called with the lock held."""
+        self._drive.pulse()
+        schedule = self._schedule
+        schedule.steps_issued += 1
+        if self._withdrawing:
+            self._withdrawn += 1
+        if self.lateness_s is not None:
+            self.lateness_s.append(now_s - deadline_s)
+        if schedule.target_steps is not None and schedule.steps_issued >= schedule.target_steps:
+            schedule.stop(now_s)
+            self._withdrawing = False
+            self._drive.point("infuse")
+            self._move_done.set()
+
+    def run_until(self, until_s: float, set_clock: Callable[[float], None] | None = None) -> int:
+        """Issue every step due by *until_s* without a thread (simulation under a supplied clock).
+
+        *set_clock* moves the supplied clock to each deadline before its pulse, so whatever
+        watches the pins sees exact step times. Returns the number of steps issued.
+        """
+        issued = 0
+        with self._lock:
+            while True:
+                deadline = self._schedule.next_deadline()
+                if deadline is None or deadline > until_s:
+                    break
+                if set_clock is not None:
+                    set_clock(deadline)
+                self._issue(deadline, deadline)
+                issued += 1
+        if set_clock is not None:
+            set_clock(until_s)
+        self.heartbeat_s = until_s
+        return issued
+
+    def _run(self) -> None:
+        clock = self._clock
+        while not self._closed:
+            now = clock()
+            self.heartbeat_s = now
+            with self._lock:
+                deadline = self._schedule.next_deadline()
+            if deadline is None:
+                self._wake.wait(self.HEARTBEAT_S)
+                self._wake.clear()
+                continue
+            remaining = deadline - now
+            if remaining > self._spin_s:
+                self._wake.wait(min(remaining - self._spin_s, self.HEARTBEAT_S))
+                self._wake.clear()
+                continue
+            while clock() < deadline:
+                pass
+            with self._lock:
+                # The schedule may have changed while spinning: only pulse if still due.
+                current = self._schedule.next_deadline()
+                now = clock()
+                if current is not None and current <= now:
+                    self._issue(current, now)
+
+
+class LgpioStepGenerator:
+    """Hardware-assisted STEP pulses: lgpio's C thread times chunks of pulses.
+
+    Each chunk covers about :attr:`CHUNK_S` of the schedule; its pulse count is the number of
+    ideal step crossings in that span and its (integer µs) period spreads them over it, so
+    rounding in one chunk is corrected by the next. Up to :attr:`QUEUE_AHEAD` chunks are queued.
+    ``steps_issued`` counts the chunks completed plus the elapsed part of the running chunk.
+    """
+
+    CHUNK_S = 0.05
+    QUEUE_AHEAD = 2
+    MIN_PERIOD_US = 20
+
+    def __init__(
+        self,
+        drive: SyringeDrive,
+        *,
+        lgpio_module=None,
+        chip_handle: int | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if lgpio_module is None:
+            import lgpio as lgpio_module  # Pi only
+        self._lgpio = lgpio_module
+        self._drive = drive
+        self._gpio = drive.step.pin.info.name
+        self._gpio_number = int(str(self._gpio).removeprefix("GPIO"))
+        if chip_handle is None:
+            chip_handle = drive.pin_factory._handle  # gpiozero's LGPIOFactory chip handle
+        self._handle = chip_handle
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._schedule = StepSchedule(clock())
+        self._queued: list[tuple[float, float, int]] = []  # (start_s, end_s, pulses)
+        self._queued_until_s = clock()
+        self._completed = 0
+        self._closed = False
+        self.heartbeat_s = clock()
+        self._thread = threading.Thread(target=self._run, name="lgpio-steps", daemon=True)
+        self._thread.start()
+
+    @property
+    def rate_steps_per_s(self) -> float:
+        return self._schedule.rate_steps_per_s
+
+    @property
+    def steps_issued(self) -> int:
+        with self._lock:
+            return self._completed + self._running_chunk_progress(self._clock())
+
+    def _running_chunk_progress(self, now_s: float) -> int:
+        for start_s, end_s, pulses in self._queued:
+            if start_s <= now_s < end_s:
+                return min(pulses, int((now_s - start_s) / (end_s - start_s) * pulses))
+        return 0
+
+    def _retire_chunks(self, now_s: float) -> None:
+        while self._queued and self._queued[0][1] <= now_s:
+            self._completed += self._queued.pop(0)[2]
+
+    def set_rate(self, steps_per_s: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._cancel_queue(now)
+            self._schedule.set_rate(steps_per_s, now)
+            self._drive.point("infuse")
+
+    def stop(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._cancel_queue(now)
+            self._schedule.stop(now)
+
+    def _cancel_queue(self, now_s: float) -> None:
+        """Stop the C pulse train; book what it had already issued."""
+        self._lgpio.tx_pulse(self._handle, self._gpio_number, 0, 0)
+        self._retire_chunks(now_s)
+        self._completed += self._running_chunk_progress(now_s)
+        self._queued.clear()
+        self._schedule.steps_issued = self._completed
+        self._queued_until_s = now_s
+
+    def _queue_chunk(self, now_s: float) -> bool:
+        schedule = self._schedule
+        start_s = max(self._queued_until_s, now_s)
+        if schedule.rate_steps_per_s <= 0:
+            return False
+        end_s = start_s + max(self.CHUNK_S, 1.0 / schedule.rate_steps_per_s)
+        pulses = schedule.steps_due(end_s)
+        if pulses <= 0:
+            return False
+        period_us = max(self.MIN_PERIOD_US, round((end_s - start_s) * 1e6 / pulses))
+        on_us = max(2, min(period_us // 2, 10))
+        self._lgpio.tx_pulse(self._handle, self._gpio_number, on_us, period_us - on_us, 0, pulses)
+        actual_end_s = start_s + pulses * period_us / 1e6
+        self._queued.append((start_s, actual_end_s, pulses))
+        schedule.steps_issued += pulses
+        self._queued_until_s = actual_end_s
+        return True
+
+    def _run(self) -> None:
+        while not self._closed:
+            now = self._clock()
+            self.heartbeat_s = now
+            with self._lock:
+                self._retire_chunks(now)
+                while len(self._queued) < self.QUEUE_AHEAD and self._queue_chunk(now):
+                    pass
+            time.sleep(self.CHUNK_S / 2)
+
+    def close(self) -> None:
+        self.stop()
+        self._closed = True
+        self._thread.join(timeout=2.0)
