@@ -30,9 +30,10 @@ def test_drive_starts_released_and_pointing_to_infuse(mock_factory):
     [(1, (0, 0, 0)), (2, (1, 0, 0)), (8, (1, 1, 0)), (32, (1, 0, 1))],
 )
 def test_microstep_select_pins_follow_the_driver_table(mock_factory, microstepping, expected):
-    make_drive(mock_factory, microstepping=microstepping)
+    drive = make_drive(mock_factory, microstepping=microstepping)
     states = tuple(mock_factory.pin(n).state for n in (17, 27, 22))
     assert states == expected
+    assert drive.microstepping == microstepping
 
 
 def test_pulse_toggles_step_pin_and_direction_is_explicit(mock_factory):
