@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BCM_PIN_MIN = 2
 BCM_PIN_MAX = 27
+I2C_PINS = (2, 3)
 
 BcmPin = Annotated[int, Field(ge=BCM_PIN_MIN, le=BCM_PIN_MAX, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -41,8 +42,8 @@ class PinsConfig(StrictModel):
     led_red: BcmPin = 16
     led_green: BcmPin = 20
     led_blue: BcmPin = 21
-    pinch_valve: BcmPin | None = 19
-    leak_valve: BcmPin | None = 26
+    pinch_valve: BcmPin | None = None
+    leak_valve: BcmPin | None = None
 
     @model_validator(mode="after")
     def _pins_unique(self) -> PinsConfig:
@@ -149,6 +150,17 @@ class HardwareConfig(StrictModel):
     flow_sensor: FlowSensorConfig = FlowSensorConfig()
     balance: BalanceConfig = BalanceConfig()
     sim: SimConfig = SimConfig()
+
+    @model_validator(mode="after")
+    def _i2c_pins_free(self) -> HardwareConfig:
+        if self.flow_sensor.kind == "i2c":
+            for name, pin in self.pins.assignments():
+                if pin in I2C_PINS:
+                    raise ValueError(
+                        f"pins.{name} = {pin} is the I2C bus of the flow sensor "
+                        f"(BCM {I2C_PINS[0]} SDA, {I2C_PINS[1]} SCL); choose another pin"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _fill_fits_syringe(self) -> HardwareConfig:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hal.config import HardwareConfig, SimConfig
+from hal.config import HardwareConfig, PinsConfig, SimConfig
 from hal.devices import LimitSwitches, SyringeDrive
 from hal.sim.bench import STALL_PRESSURE_KPA, SimulatedBench
 from hal.stepgen import SoftwareStepGenerator
@@ -28,7 +28,9 @@ class VirtualClock:
 @pytest.fixture
 def rig(mock_factory):
     """Drive, switches, stepper and physics over one MockFactory under a virtual clock."""
-    config = HardwareConfig(sim=SimConfig(initial_fill_ml=1.2))
+    config = HardwareConfig(
+        pins=PinsConfig(pinch_valve=19, leak_valve=26), sim=SimConfig(initial_fill_ml=1.2)
+    )
     clock = VirtualClock()
     drive = SyringeDrive.from_config(config.pins, config.drive, pin_factory=mock_factory)
     limits = LimitSwitches(
