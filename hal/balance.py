@@ -1,0 +1,479 @@
+"""Mettler Toledo laboratory balance spoken to in MT-SICS over a serial line.
+
+MT-SICS is a line protocol: the host sends an uppercase ASCII command ended by CR LF; the balance
+answers with one line (``I0`` with several) ended by CR LF, starting with the command's identifier
+and a status, e.g. ``S S     100.00 g`` (a stable 100 g) or ``S D      99.98 g`` (still moving).
+The gravimetric flow test weighs the pumped fluid with it, so every call here has a deadline and
+every reply is parsed strictly: a calibration must never continue on a misread weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import serial
+
+if TYPE_CHECKING:
+    from hal.config import BalanceConfig
+
+try:  # pyserial's POSIX backend lets termios errors out of reset_input_buffer on a dead port
+    from termios import error as _TermiosError
+except ImportError:  # pragma: no cover - not on POSIX
+    _TermiosError = OSError
+
+_PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, _TermiosError)
+
+TERMINATOR = b"\r\n"
+MAX_LINE_BYTES = 256
+"""Longer than any MT-SICS reply this client asks for; a longer run without CR LF is garbage."""
+
+POLL_S = 0.05
+"""Serial read timeout per poll; the deadline of a whole call is enforced around it."""
+
+LATE_REPLY_GRACE_S = 0.25
+"""After a timeout, how long the line must stay quiet before the next command is sent."""
+
+UNIT_TO_G: dict[str, float] = {"g": 1.0, "mg": 1e-3, "kg": 1e3}
+"""Mass units a balance may report in, and the factor that turns them into grams."""
+
+WEIGHT_IDENTS = frozenset({"S", "T"})
+"""Reply identifiers whose ``S``/``D`` status is followed by a weight value and a unit."""
+
+ERROR_REPLIES = {
+    "ES": "syntax error (command not recognised)",
+    "ET": "transmission error (parity, break or a character the balance could not read)",
+    "EL": "logical error (command not executable now, or parameter out of range)",
+}
+
+_IDENT_RE = re.compile(r"[A-Z][A-Z0-9]*")
+_STATUSES = frozenset("SDABI+-")
+_VALUE_RE = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+class BalanceError(Exception):
+    """Anything that went wrong talking to the balance."""
+
+
+class BalanceAbsent(BalanceError):
+    """The serial port does not exist, cannot be opened, or went away (cable pulled)."""
+
+
+class BalanceTimeout(BalanceError):
+    """No complete reply line arrived before the call's deadline."""
+
+
+class BalanceCommandError(BalanceError):
+    """The balance refused the command: ``ES`` syntax, ``ET`` transmission or ``EL`` logical."""
+
+
+class BalanceBusy(BalanceError):
+    """Status ``I``: the balance could not execute now (busy, or it never became stable)."""
+
+
+class BalanceOverload(BalanceError):
+    """Status ``+``: load above the weighing capacity (or above the zero or tare range)."""
+
+
+class BalanceUnderload(BalanceError):
+    """Status ``-``: load below the zero range (pan lifted) or below the zero or tare range."""
+
+
+class BalanceProtocolError(BalanceError):
+    """A reply that is not MT-SICS, cannot be parsed, or does not belong to the command sent."""
+
+
+@dataclass(frozen=True)
+class WeightReading:
+    """One weight read off the balance.
+
+    ``mass_g`` is the net mass on the pan in grams (after zero and tare), converted from whatever
+    unit the balance reported; ``unit`` is that reported unit. ``stable`` is the balance's own
+    verdict that the reading has stopped moving.
+    """
+
+    mass_g: float
+    stable: bool
+    unit: str = "g"
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNIT_TO_G:
+            raise ValueError(
+                f"unit {self.unit!r} is not a mass unit this rig converts to grams "
+                f"(supported: {', '.join(UNIT_TO_G)}); set the balance to weigh in g"
+            )
+
+
+@dataclass(frozen=True)
+class BalanceIdentity:
+    """What the balance says it is (``I1``, ``I2``, ``I3``, ``I4``)."""
+
+    sics_level: str
+    model: str
+    software_version: str
+    serial_number: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One MT-SICS reply line split into identifier, status and the fields after it.
+
+    ``fields`` are the raw tokens (quoted text keeps its quotes); ``texts`` are the quoted ones
+    unquoted; ``weight`` is set for weight replies (``S S``, ``S D``, ``T S``). Error replies
+    (``ES``, ``ET``, ``EL``) have an empty status.
+    """
+
+    ident: str
+    status: str
+    fields: tuple[str, ...] = ()
+    weight: WeightReading | None = None
+    line: str = field(default="", compare=False)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(f[1:-1] for f in self.fields if f.startswith('"'))
+
+
+def _tokenise(text: str) -> list[str]:
+    """Split on runs of spaces, keeping ``"quoted text"`` (which may hold spaces) as one token."""
+    tokens: list[str] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] == " ":
+            if pos == 0:
+                raise ValueError("line starts with a space")
+            pos += 1
+            continue
+        if text[pos] == '"':
+            end = text.find('"', pos + 1)
+            if end < 0:
+                raise ValueError("unterminated quoted text")
+            end += 1
+        else:
+            end = pos
+            while end < len(text) and text[end] not in ' "':
+                end += 1
+        if end < len(text) and text[end] != " ":
+            raise ValueError(f"no space after token {text[pos:end]!r}")
+        tokens.append(text[pos:end])
+        pos = end
+    return tokens
+
+
+def parse_reply(line: bytes) -> Reply:
+    """Parse one reply line (without its CR LF) strictly; raise ValueError saying what is wrong."""
+    for index, byte in enumerate(line):
+        if not 0x20 <= byte <= 0x7E:
+            raise ValueError(f"byte 0x{byte:02X} at position {index} is not printable ASCII")
+    text = line.decode("ascii")
+    if text in ERROR_REPLIES:
+        return Reply(ident=text, status="", line=text)
+    if not text:
+        raise ValueError("empty line")
+    tokens = _tokenise(text)
+    if not _IDENT_RE.fullmatch(tokens[0]):
+        raise ValueError(f"{tokens[0]!r} is not an MT-SICS identifier")
+    if len(tokens) < 2:
+        raise ValueError(f"no status after identifier {tokens[0]!r}")
+    ident, status, fields = tokens[0], tokens[1], tuple(tokens[2:])
+    if status not in _STATUSES:
+        raise ValueError(f"{status!r} is not an MT-SICS status")
+    if ident not in WEIGHT_IDENTS:
+        return Reply(ident=ident, status=status, fields=fields, line=text)
+    if status in "I+-":
+        if fields:
+            raise ValueError(f"status {status!r} carries no fields, got {' '.join(fields)!r}")
+        return Reply(ident=ident, status=status, line=text)
+    if status not in "SD":
+        raise ValueError(f"status {status!r} is not a weight status")
+    if len(fields) != 2:
+        raise ValueError(f"a weight reply has a value and a unit, got {' '.join(fields)!r}")
+    value, unit = fields
+    if not _VALUE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a weight value")
+    if unit not in UNIT_TO_G:
+        raise ValueError(
+            f"unit {unit!r} is not a mass unit this rig converts to grams "
+            f"(supported: {', '.join(UNIT_TO_G)}); set the balance to weigh in g"
+        )
+    weight = WeightReading(mass_g=float(value) * UNIT_TO_G[unit], stable=status == "S", unit=unit)
+    return Reply(ident=ident, status=status, fields=fields, weight=weight, line=text)
+
+
+class MtSicsBalance:
+    """A Mettler Toledo balance on a serial port, spoken to in MT-SICS.
+
+    ``port`` is a device path (opened here at ``baud``, 8 data bits, no parity, 1 stop bit) or an
+    already open ``serial.Serial``, which this object then owns. Each call sends one command,
+    waits at most ``timeout_s`` in total for its reply, and raises a :class:`BalanceError`
+    subclass for anything but the expected answer. Calls from several threads are serialised.
+    """
+
+    def __init__(
+        self, port: str | serial.Serial, *, baud: int = 9600, timeout_s: float = 2.0
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._rx = bytearray()
+        self._timed_out = False
+        if isinstance(port, str):
+            self.port_name = port
+            try:
+                self._serial = serial.Serial(
+                    port=port,
+                    baudrate=baud,
+                    bytesize=serial.EIGHTBITS,
+                    parity=serial.PARITY_NONE,
+                    stopbits=serial.STOPBITS_ONE,
+                    timeout=POLL_S,
+                    write_timeout=timeout_s,
+                )
+            except _PORT_ERRORS as exc:
+                raise BalanceAbsent(f"balance port {port}: cannot open ({exc})") from exc
+        else:
+            self._serial = port
+            self.port_name = port.port or repr(port)
+            try:
+                if not port.is_open:
+                    port.open()
+                port.timeout = POLL_S
+            except _PORT_ERRORS as exc:
+                raise BalanceAbsent(f"balance port {self.port_name}: cannot open ({exc})") from exc
+
+    @classmethod
+    def from_config(cls, config: BalanceConfig) -> Self:
+        """The balance described by the ``[balance]`` table of rig.toml."""
+        if not config.enabled:
+            raise BalanceAbsent(f"balance port {config.port}: disabled in config ([balance])")
+        return cls(config.port, baud=config.baud, timeout_s=config.timeout_s)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def read_stable(self, *, timeout_s: float | None = None) -> WeightReading:
+        """Net weight once the balance is stable (``S``); BalanceBusy if it never settles."""
+        reply = self._transact("S", ("S",), ("S",), timeout_s)
+        return self._weight_of("S", reply)
+
+    def read_immediate(self, *, timeout_s: float | None = None) -> WeightReading:
+        """Net weight right now, stable or not (``SI``)."""
+        reply = self._transact("SI", ("S", "SI"), ("S", "D"), timeout_s)
+        return self._weight_of("SI", reply)
+
+    def zero(self, *, timeout_s: float | None = None) -> None:
+        """Set a new zero point once stable (``Z``); this also clears any tare."""
+        self._transact("Z", ("Z",), ("A",), timeout_s)
+
+    def zero_immediately(self, *, timeout_s: float | None = None) -> bool:
+        """Set a new zero point now (``ZI``); True if the balance was stable when it did."""
+        reply = self._transact("ZI", ("ZI",), ("S", "D"), timeout_s)
+        return reply.status == "S"
+
+    def tare(self, *, timeout_s: float | None = None) -> WeightReading:
+        """Tare the load once stable (``T``); returns the tare weight now subtracted."""
+        reply = self._transact("T", ("T",), ("S",), timeout_s)
+        return self._weight_of("T", reply)
+
+    def reset(self, *, timeout_s: float | None = None) -> str:
+        """Cancel pending commands and clear tare as after power-on (``@``); the serial number."""
+        reply = self._transact("@", ("I4",), ("A",), timeout_s)
+        return self._single_text("@", reply)
+
+    def serial_number(self, *, timeout_s: float | None = None) -> str:
+        """The balance's serial number (``I4``)."""
+        reply = self._transact("I4", ("I4",), ("A",), timeout_s)
+        return self._single_text("I4", reply)
+
+    def identify(self, *, timeout_s: float | None = None) -> BalanceIdentity:
+        """MT-SICS level (``I1``), model and capacity (``I2``), software (``I3``), serial number."""
+        level = self._transact("I1", ("I1",), ("A",), timeout_s)
+        if not level.texts:
+            raise self._protocol_error("I1", level, "no level in the reply")
+        model = self._single_text("I2", self._transact("I2", ("I2",), ("A",), timeout_s))
+        software = self._single_text("I3", self._transact("I3", ("I3",), ("A",), timeout_s))
+        return BalanceIdentity(
+            sics_level=level.texts[0],
+            model=model,
+            software_version=software,
+            serial_number=self.serial_number(timeout_s=timeout_s),
+        )
+
+    def supported_commands(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
+        """The commands the balance implements (``I0``, one ``I0 B`` line each, last ``I0 A``)."""
+        commands: list[str] = []
+        with self._lock:
+            deadline = self._start("I0", timeout_s)
+            while True:
+                reply = self._receive("I0", ("I0",), ("A", "B"), deadline)
+                if len(reply.fields) != 2 or len(reply.texts) != 1:
+                    raise self._protocol_error("I0", reply, "expected a level and a command")
+                commands.append(reply.texts[0])
+                if reply.status == "A":
+                    return tuple(commands)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the serial port (safe to call twice)."""
+        with self._lock, contextlib.suppress(*_PORT_ERRORS):
+            self._serial.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MtSicsBalance({self.port_name!r}, timeout_s={self.timeout_s})"
+
+    # -- wire -------------------------------------------------------------------------------
+
+    def _transact(
+        self,
+        command: str,
+        idents: tuple[str, ...],
+        statuses: tuple[str, ...],
+        timeout_s: float | None,
+    ) -> Reply:
+        with self._lock:
+            deadline = self._start(command, timeout_s)
+            return self._receive(command, idents, statuses, deadline)
+
+    def _start(self, command: str, timeout_s: float | None) -> float:
+        """Discard stale input, send the command; the call's deadline (monotonic seconds)."""
+        budget_s = self.timeout_s if timeout_s is None else timeout_s
+        if not budget_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {budget_s}")
+        deadline = time.monotonic() + budget_s
+        try:
+            self._discard_input(command)
+            self._serial.write(command.encode("ascii") + TERMINATOR)
+            self._serial.flush()
+        except serial.SerialTimeoutException as exc:
+            raise BalanceTimeout(
+                f"balance port {self.port_name}: command {command!r} could not be sent "
+                f"within {budget_s:g} s"
+            ) from exc
+        except _PORT_ERRORS as exc:
+            raise BalanceAbsent(
+                f"balance port {self.port_name}: command {command!r} failed ({exc})"
+            ) from exc
+        return deadline
+
+    def _discard_input(self, command: str) -> None:
+        """Drop anything already received: a reply must belong to the command about to be sent.
+
+        After a timeout the late reply may still be on its way, so wait for a short silence.
+        """
+        quiet_until = time.monotonic() + (LATE_REPLY_GRACE_S if self._timed_out else 0.0)
+        self._timed_out = False
+        self._rx.clear()
+        self._serial.reset_input_buffer()
+        while True:
+            waiting = self._serial.in_waiting
+            if waiting:
+                self._serial.read(waiting)
+                quiet_until = max(quiet_until, time.monotonic() + POLL_S)
+            elif time.monotonic() >= quiet_until:
+                return
+            else:
+                time.sleep(0.01)
+
+    def _receive(
+        self, command: str, idents: tuple[str, ...], statuses: tuple[str, ...], deadline: float
+    ) -> Reply:
+        line = self._read_line(command, deadline)
+        try:
+            reply = parse_reply(line)
+        except ValueError as exc:
+            raise BalanceProtocolError(
+                f"balance port {self.port_name}: reply {line!r} to command {command!r} is not "
+                f"MT-SICS: {exc}"
+            ) from exc
+        where = f"balance port {self.port_name}: command {command!r} got {reply.line!r}"
+        if reply.ident in ERROR_REPLIES:
+            raise BalanceCommandError(f"{where}: {reply.ident} {ERROR_REPLIES[reply.ident]}")
+        if reply.ident not in idents:
+            raise self._protocol_error(command, reply, "the reply belongs to another command")
+        if reply.status == "I":
+            raise BalanceBusy(f"{where}: not executable now (busy, or not stable in time)")
+        if reply.status == "+":
+            raise BalanceOverload(f"{where}: overload (above capacity or zero/tare range)")
+        if reply.status == "-":
+            raise BalanceUnderload(f"{where}: underload (below zero range or zero/tare range)")
+        if reply.status not in statuses:
+            raise self._protocol_error(command, reply, f"unexpected status {reply.status!r}")
+        return reply
+
+    def _read_line(self, command: str, deadline: float) -> bytes:
+        """Bytes up to the next CR LF, or raise when the deadline passes or junk arrives."""
+        while True:
+            end = self._rx.find(TERMINATOR)
+            if end >= 0:
+                line = bytes(self._rx[:end])
+                del self._rx[: end + len(TERMINATOR)]
+                return line
+            # No CR LF left in the buffer, so any LF, or a CR not last, is a broken line end.
+            junk = next(
+                (
+                    b
+                    for i, b in enumerate(self._rx)
+                    if not (0x20 <= b <= 0x7E or (b == 0x0D and i == len(self._rx) - 1))
+                ),
+                None,
+            )
+            if junk is not None or len(self._rx) > MAX_LINE_BYTES:
+                with contextlib.suppress(*_PORT_ERRORS):  # show the rest of the burst too
+                    self._rx.extend(self._serial.read(self._serial.in_waiting))
+                received = bytes(self._rx)
+                self._rx.clear()
+                reason = (
+                    f"byte 0x{junk:02X} is not printable ASCII nor a CR LF line end"
+                    if junk is not None
+                    else f"no CR LF within {MAX_LINE_BYTES} bytes"
+                )
+                raise BalanceProtocolError(
+                    f"balance port {self.port_name}: reply {received!r} to command {command!r} "
+                    f"is not MT-SICS: {reason}"
+                )
+            if time.monotonic() >= deadline:
+                self._timed_out = True
+                raise BalanceTimeout(
+                    f"balance port {self.port_name}: no complete reply to command {command!r} "
+                    f"within the deadline (received so far {bytes(self._rx)!r})"
+                )
+            try:
+                chunk = self._serial.read(max(1, self._serial.in_waiting))
+            except _PORT_ERRORS as exc:
+                raise BalanceAbsent(
+                    f"balance port {self.port_name}: reading the reply to {command!r} failed "
+                    f"({exc})"
+                ) from exc
+            self._rx.extend(chunk)
+
+    def _weight_of(self, command: str, reply: Reply) -> WeightReading:
+        if reply.weight is None:
+            raise self._protocol_error(command, reply, "no weight in the reply")
+        return reply.weight
+
+    def _single_text(self, command: str, reply: Reply) -> str:
+        if len(reply.fields) != 1 or len(reply.texts) != 1:
+            raise self._protocol_error(command, reply, "expected one quoted text")
+        return reply.texts[0]
+
+    def _protocol_error(self, command: str, reply: Reply, reason: str) -> BalanceProtocolError:
+        return BalanceProtocolError(
+            f"balance port {self.port_name}: reply {reply.line!r} to command {command!r}: {reason}"
+        )

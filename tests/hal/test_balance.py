@@ -1,0 +1,499 @@
+"""MT-SICS balance client against the simulated balance on a pty, and the reply parser."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+
+import pytest
+import serial
+
+from hal.balance import (
+    BalanceAbsent,
+    BalanceBusy,
+    BalanceCommandError,
+    BalanceError,
+    BalanceOverload,
+    BalanceProtocolError,
+    BalanceTimeout,
+    BalanceUnderload,
+    MtSicsBalance,
+    Reply,
+    WeightReading,
+    parse_reply,
+)
+from hal.config import BalanceConfig
+from hal.sim.balance import SimulatedBalance, weight_field
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Pan:
+    """The true mass on a simulated pan, changed by the test."""
+
+    def __init__(self, mass_g: float) -> None:
+        self.mass_g = mass_g
+
+    def __call__(self) -> float:
+        return self.mass_g
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., SimulatedBalance]]:
+    sims: list[SimulatedBalance] = []
+
+    def make(mass_g: Callable[[], float], **kwargs) -> SimulatedBalance:
+        kwargs.setdefault("noise_g", 0.0)
+        sim = SimulatedBalance(mass_g, **kwargs).start()
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.close()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., MtSicsBalance]]:
+    clients: list[MtSicsBalance] = []
+
+    def open_client(port: str, timeout_s: float = 1.0) -> MtSicsBalance:
+        client = MtSicsBalance(port, timeout_s=timeout_s)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+class ScriptedLine:
+    """A pty whose far end answers each command line with scripted chunks of bytes."""
+
+    def __init__(self, script: dict[bytes, list[bytes]], chunk_delay_s: float = 0.0) -> None:
+        self.script = script
+        self.chunk_delay_s = chunk_delay_s
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)
+        self.port = os.ttyname(self.slave_fd)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        pending = b""
+        while not self.stop.is_set():
+            if not select.select([self.master_fd], [], [], 0.02)[0]:
+                continue
+            pending += os.read(self.master_fd, 1024)
+            while b"\r\n" in pending:
+                line, pending = pending.split(b"\r\n", 1)
+                for chunk in self.script.get(line, [b"ES\r\n"]):
+                    if self.stop.wait(self.chunk_delay_s):
+                        return
+                    os.write(self.master_fd, chunk)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        os.close(self.master_fd)
+        os.close(self.slave_fd)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedLine]]:
+    lines: list[ScriptedLine] = []
+
+    def make(script: dict[bytes, list[bytes]], chunk_delay_s: float = 0.0) -> ScriptedLine:
+        line = ScriptedLine(script, chunk_delay_s)
+        lines.append(line)
+        return line
+
+    yield make
+    for line in lines:
+        line.close()
+
+
+# -- reading weights ------------------------------------------------------------------------
+
+
+def test_reads_known_mass_as_stable(make_sim, connect):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port)
+    assert balance.read_stable() == WeightReading(mass_g=0.998, stable=True, unit="g")
+    assert sim.commands == ["S"]
+
+
+def test_wire_format_is_mt_sics(make_sim):
+    """The bytes on the line, seen by a plain serial port: CR LF, 10-character value field."""
+    sim = make_sim(lambda: 0.998)
+    with serial.Serial(sim.port, 9600, timeout=1) as port:
+        port.write(b"S\r\n")
+        assert port.read_until(b"\r\n") == b"S S    0.99800 g\r\n"
+        port.write(b"I4\r\n")
+        assert port.read_until(b"\r\n") == b'I4 A "B123456789"\r\n'
+
+
+@pytest.mark.parametrize("command", [b"XYZ", b"s", b"S 1"])
+def test_simulator_answers_unknown_commands_with_syntax_error(make_sim, command):
+    sim = make_sim(lambda: 0.998)
+    with serial.Serial(sim.port, 9600, timeout=1) as port:
+        port.write(command + b"\r\n")
+        assert port.read_until(b"\r\n") == b"ES\r\n"
+
+
+def test_noise_is_seeded_and_small(make_sim, connect):
+    masses = []
+    for _ in range(2):
+        sim = make_sim(lambda: 10.0, noise_g=0.00002, seed=7)
+        balance = connect(sim.port)
+        masses.append([balance.read_immediate().mass_g for _ in range(5)])
+    assert masses[0] == masses[1]
+    assert len(set(masses[0])) > 1
+    assert all(abs(m - 10.0) < 0.0002 for m in masses[0])
+
+
+def test_dynamic_until_settled_then_stable(make_sim, connect):
+    pan = Pan(1.0)
+    sim = make_sim(pan, settle_s=0.4, stable_wait_s=2.0)
+    balance = connect(sim.port, timeout_s=3.0)
+    assert balance.read_immediate().stable
+    pan.mass_g = 1.5
+    time.sleep(0.05)  # the simulator samples the pan every 10 ms
+    moving = balance.read_immediate()
+    assert moving == WeightReading(mass_g=1.5, stable=False, unit="g")
+    start = time.monotonic()
+    settled = balance.read_stable()
+    assert settled == WeightReading(mass_g=1.5, stable=True, unit="g")
+    assert time.monotonic() - start > 0.2  # S waited for stability
+
+
+def test_stable_read_is_busy_when_the_load_never_settles(make_sim, connect):
+    start = time.monotonic()
+    sim = make_sim(lambda: (time.monotonic() - start) * 0.1, settle_s=0.2, stable_wait_s=0.3)
+    balance = connect(sim.port, timeout_s=2.0)
+    with pytest.raises(BalanceBusy, match="'S I'"):
+        balance.read_stable()
+    assert not balance.read_immediate().stable
+
+
+def test_underload_when_the_pan_is_lifted(make_sim, connect):
+    sim = make_sim(lambda: -10.0)
+    balance = connect(sim.port)
+    with pytest.raises(BalanceUnderload, match="'S -'"):
+        balance.read_stable()
+
+
+# -- zero, tare, reset, identification -------------------------------------------------------
+
+
+def test_zero_makes_readings_net(make_sim, connect):
+    pan = Pan(0.998)
+    sim = make_sim(pan)
+    balance = connect(sim.port)
+    balance.zero()
+    assert balance.read_stable().mass_g == 0.0
+    pan.mass_g = 1.498
+    assert balance.read_stable().mass_g == pytest.approx(0.5, abs=1e-9)
+
+
+def test_zero_immediately_reports_stability(make_sim, connect):
+    pan = Pan(0.998)
+    sim = make_sim(pan, settle_s=0.5)
+    balance = connect(sim.port)
+    assert balance.zero_immediately() is True
+    pan.mass_g = 1.2
+    time.sleep(0.05)
+    assert balance.zero_immediately() is False  # zeroed while still moving
+    assert balance.read_immediate().mass_g == 0.0
+
+
+def test_zero_outside_the_zero_range_is_refused(make_sim, connect):
+    sim = make_sim(lambda: 50.0)  # zero range of a 220 g balance is 4.4 g
+    balance = connect(sim.port)
+    with pytest.raises(BalanceOverload, match="'Z \\+'"):
+        balance.zero()
+
+
+def test_tare_returns_the_tare_weight_and_makes_readings_net(make_sim, connect):
+    pan = Pan(25.0)  # an empty beaker
+    sim = make_sim(pan)
+    balance = connect(sim.port)
+    assert balance.tare() == WeightReading(mass_g=25.0, stable=True, unit="g")
+    assert balance.read_stable().mass_g == 0.0
+    pan.mass_g = 25.998  # one mL of water pumped in
+    assert balance.read_stable().mass_g == pytest.approx(0.998, abs=1e-9)
+
+
+def test_reset_clears_tare_and_returns_the_serial_number(make_sim, connect):
+    sim = make_sim(lambda: 25.0, serial_number="0123456789")
+    balance = connect(sim.port)
+    balance.tare()
+    assert balance.reset() == "0123456789"
+    assert balance.read_stable().mass_g == 25.0
+
+
+def test_serial_number_and_identity(make_sim, connect):
+    sim = make_sim(lambda: 0.0, serial_number="B987654321")
+    balance = connect(sim.port)
+    assert balance.serial_number() == "B987654321"
+    identity = balance.identify()
+    assert identity.serial_number == "B987654321"
+    assert "220.00000 g" in identity.model
+    assert identity.sics_level == "0"
+    commands = balance.supported_commands()
+    assert {"S", "SI", "Z", "ZI", "T", "@", "I4"} <= set(commands)
+    assert sim.commands[-1] == "I0"
+
+
+def test_weight_field_is_right_aligned_in_ten_characters():
+    assert weight_field(0.998, 5) == "   0.99800"
+    assert weight_field(-12.3456, 2) == "    -12.35"
+    assert weight_field(-0.000001, 5) == "   0.00000"
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        ("silent", BalanceTimeout, "no complete reply"),
+        ("garbage", BalanceProtocolError, "not printable ASCII"),
+        ("overload", BalanceOverload, "'S \\+'"),
+        ("logical_error", BalanceCommandError, "EL logical error"),
+        ("transmission_error", BalanceCommandError, "ET transmission error"),
+    ],
+)
+def test_each_fault_gives_its_typed_error_quickly(make_sim, connect, fault, error, message):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port, timeout_s=0.5)
+    assert balance.read_stable().mass_g == 0.998
+    sim.fault = fault
+    start = time.monotonic()
+    with pytest.raises(error, match=message) as caught:
+        balance.read_stable()
+    assert time.monotonic() - start < 0.5 + 0.2
+    assert sim.port in str(caught.value)
+    assert "'S'" in str(caught.value)
+    sim.fault = None
+    assert balance.read_stable().mass_g == 0.998  # the link recovers
+
+
+def test_unknown_fault_is_rejected(make_sim):
+    sim = make_sim(lambda: 0.0)
+    with pytest.raises(ValueError, match="unknown fault"):
+        sim.fault = "smoke"
+
+
+@pytest.mark.timeout(5)
+def test_missing_port_is_absent():
+    with pytest.raises(BalanceAbsent, match="/dev/does-not-exist"):
+        MtSicsBalance("/dev/does-not-exist")
+
+
+@pytest.mark.timeout(5)
+def test_balance_vanishing_mid_session_is_absent(make_sim, connect):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port, timeout_s=0.5)
+    assert balance.read_stable().stable
+    sim.close()
+    with pytest.raises(BalanceAbsent):
+        balance.read_stable()
+
+
+def test_from_config(make_sim):
+    sim = make_sim(lambda: 0.998)
+    with MtSicsBalance.from_config(BalanceConfig(port=sim.port, timeout_s=1.0)) as balance:
+        assert balance.timeout_s == 1.0
+        assert balance.read_stable().mass_g == 0.998
+    with pytest.raises(BalanceAbsent, match="disabled"):
+        MtSicsBalance.from_config(BalanceConfig(port=sim.port, enabled=False))
+
+
+def test_accepts_an_open_serial_object(make_sim):
+    sim = make_sim(lambda: 0.998)
+    port = serial.Serial(sim.port, 9600, timeout=5)
+    with MtSicsBalance(port) as balance:
+        assert balance.read_immediate().mass_g == 0.998
+    assert not port.is_open
+
+
+# -- stale input and replies that do not belong -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [b"S S    5.00000 g\r\n", b"\xff\xfe junk", b"S S    5.0"],
+    ids=["old-reply", "line-noise", "half-line"],
+)
+def test_stale_input_is_discarded_before_a_command(make_sim, stale):
+    sim = make_sim(lambda: 0.998)
+    port = serial.Serial(sim.port, 9600)
+    with MtSicsBalance(port, timeout_s=1.0) as balance:
+        sim.send_unsolicited(stale)
+        # Opening a second serial on the pty would flush its input, so watch the client's own.
+        deadline = time.monotonic() + 2
+        while port.in_waiting < len(stale) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert port.in_waiting == len(stale)
+        assert balance.read_stable() == WeightReading(mass_g=0.998, stable=True, unit="g")
+
+
+def test_late_reply_after_a_timeout_is_not_taken_for_the_next_one(scripted, connect):
+    line = scripted(
+        {b"S": [b"S S    5.00000 g\r\n"], b"SI": [b"S D    1.00000 g\r\n"]}, chunk_delay_s=0.45
+    )
+    balance = connect(line.port, timeout_s=0.3)
+    with pytest.raises(BalanceTimeout):
+        balance.read_stable()
+    # The S reply turns up late, while the client waits for the line to fall quiet.
+    reading = balance.read_immediate(timeout_s=1.5)
+    assert reading == WeightReading(mass_g=1.0, stable=False, unit="g")
+
+
+def test_reply_to_another_command_is_a_protocol_error(scripted, connect):
+    line = scripted({b"S": [b"Z A\r\n"]})
+    balance = connect(line.port)
+    with pytest.raises(BalanceProtocolError, match="belongs to another command"):
+        balance.read_stable()
+
+
+def test_dynamic_reply_to_stable_read_is_a_protocol_error(scripted, connect):
+    line = scripted({b"S": [b"S D    1.00000 g\r\n"]})
+    balance = connect(line.port)
+    with pytest.raises(BalanceProtocolError, match="unexpected status 'D'"):
+        balance.read_stable()
+
+
+@pytest.mark.parametrize("reply", [b"S I\r\n", b"SI I\r\n"])
+def test_busy_replies(scripted, connect, reply):
+    line = scripted({b"SI": [reply]})
+    balance = connect(line.port)
+    with pytest.raises(BalanceBusy):
+        balance.read_immediate()
+
+
+def test_milligram_reply_is_converted_to_grams(scripted, connect):
+    line = scripted({b"S": [b"S S   998.000 mg\r\n"]})
+    balance = connect(line.port)
+    assert balance.read_stable() == WeightReading(mass_g=0.998, stable=True, unit="mg")
+
+
+def test_non_mass_unit_is_refused_clearly(scripted, connect):
+    line = scripted({b"S": [b"S S    0.03520 oz\r\n"]})
+    balance = connect(line.port)
+    with pytest.raises(BalanceProtocolError, match=r"unit 'oz'.*set the balance to weigh in g"):
+        balance.read_stable()
+
+
+@pytest.mark.timeout(5)
+def test_deadline_is_total_not_per_byte(scripted, connect):
+    """A balance dribbling bytes without ever ending the line must not hold the caller."""
+    line = scripted({b"S": [b"S"] + [b" "] * 200}, chunk_delay_s=0.02)
+    balance = connect(line.port, timeout_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(BalanceTimeout, match="received so far b'S "):
+        balance.read_stable()
+    assert time.monotonic() - start < 0.5 + 0.2
+
+
+@pytest.mark.timeout(5)
+def test_lf_only_line_end_is_not_accepted(scripted, connect):
+    line = scripted({b"S": [b"S S    1.00000 g\n"]})
+    balance = connect(line.port, timeout_s=0.3)
+    with pytest.raises(BalanceProtocolError, match="0x0A"):
+        balance.read_stable()
+
+
+def test_every_error_is_a_balance_error():
+    for error in (
+        BalanceAbsent,
+        BalanceTimeout,
+        BalanceCommandError,
+        BalanceBusy,
+        BalanceOverload,
+        BalanceUnderload,
+        BalanceProtocolError,
+    ):
+        assert issubclass(error, BalanceError)
+
+
+# -- reply parser -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            b"S S     100.00 g",
+            Reply("S", "S", ("100.00", "g"), WeightReading(100.0, True, "g")),
+        ),
+        (b"S D     99.98 g", Reply("S", "D", ("99.98", "g"), WeightReading(99.98, False, "g"))),
+        (
+            b"S S    -12.34567 g",
+            Reply("S", "S", ("-12.34567", "g"), WeightReading(-12.34567, True, "g")),
+        ),
+        (b"S S 0.5 kg", Reply("S", "S", ("0.5", "kg"), WeightReading(500.0, True, "kg"))),
+        (b"T S   12.34 g", Reply("T", "S", ("12.34", "g"), WeightReading(12.34, True, "g"))),
+        (b"S I", Reply("S", "I")),
+        (b"S +", Reply("S", "+")),
+        (b"S -", Reply("S", "-")),
+        (b"Z A", Reply("Z", "A")),
+        (b"ZI D", Reply("ZI", "D")),
+        (b"ES", Reply("ES", "")),
+        (b"ET", Reply("ET", "")),
+        (b"EL", Reply("EL", "")),
+        (b'I4 A "0123456789"', Reply("I4", "A", ('"0123456789"',))),
+        (b'I2 A "XS205 220.00000 g"', Reply("I2", "A", ('"XS205 220.00000 g"',))),
+        (b'I0 B 0 "S"', Reply("I0", "B", ("0", '"S"'))),
+        (b'I1 A "0" "2.00" "" "" ""', Reply("I1", "A", ('"0"', '"2.00"', '""', '""', '""'))),
+    ],
+)
+def test_parse_valid_reply_lines(line, expected):
+    assert parse_reply(line) == expected
+
+
+def test_parsed_texts_are_unquoted():
+    assert parse_reply(b'I2 A "XS205 220.00000 g"').texts == ("XS205 220.00000 g",)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"", "empty"),
+        (b"S", "no status"),
+        (b"S X 1.0 g", "not an MT-SICS status"),
+        (b"s S 1.0 g", "not an MT-SICS identifier"),
+        (b" S S 1.0 g", "starts with a space"),
+        (b"S S", "a value and a unit"),
+        (b"S S 1.0", "a value and a unit"),
+        (b"S S 1.0 g extra", "a value and a unit"),
+        (b"S S 1,0 g", "not a weight value"),
+        (b"S S 1.0.0 g", "not a weight value"),
+        (b"S S nan g", "not a weight value"),
+        (b"S S 1.0 lb", "unit 'lb'"),
+        (b"S A 1.0 g", "not a weight status"),
+        (b"S I 1.0 g", "carries no fields"),
+        (b"S S 1.0 g\r", "0x0D"),
+        (b"S S \xb5g", "0xB5"),
+        (b"S S 1.0\x00 g", "0x00"),
+        (b'I4 A "0123', "unterminated"),
+        (b'I4 A "01"23', "no space after"),
+        (b"E", "no status"),
+        (b"ESX", "no status"),
+    ],
+)
+def test_parse_malformed_reply_lines(line, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_reply(line)
+
+
+def test_weight_reading_refuses_units_other_than_mass():
+    with pytest.raises(ValueError, match="unit 'ct'"):
+        WeightReading(mass_g=1.0, stable=True, unit="ct")
