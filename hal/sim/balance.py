@@ -56,8 +56,9 @@ class SimulatedBalance:
     thread. Readings get Gaussian noise of ``noise_g`` standard deviation. The balance counts as
     stable once the true mass has stayed within noise (or one display digit) for ``settle_s``
     seconds of ``clock``; ``S``, ``Z`` and ``T`` wait up to ``stable_wait_s`` for that and answer
-    busy (``I``) otherwise. Zeroing is allowed within ``zero_range_g`` of the power-on zero
-    (default 2 % of capacity); a load below that range reads as underload.
+    busy (``I``) otherwise, so a simulated ``clock`` must keep advancing while they wait.
+    Zeroing is allowed within ``zero_range_g`` of the power-on zero (default 2 % of capacity);
+    a load below that range reads as underload. Commands are served one at a time, in order.
     """
 
     def __init__(
