@@ -1,0 +1,182 @@
+"""Flow monitor: does the fluid go where the motor says it goes?
+
+The monitor compares the flow implied by the steps issued with the flow the sensor measures,
+averaged over a sliding window, and reports which flow conditions hold now:
+
+* ``over_infusion`` — measured above expected by more than 10 % over the window;
+* ``runaway`` — measured at least twice the expected flow (far above the program);
+* ``under_infusion`` — measured below expected by more than 10 % (partial occlusion, leak,
+  slipping drive);
+* ``no_flow`` — (almost) nothing measured while the motor runs (stall or blocked line);
+* ``flow_while_stopped`` — flow measured while no step has been issued (leak or free flow);
+* ``sensor_fault`` — the sensor is silent, returns errors or reads out of range;
+* ``air_in_line`` — the sensor flags air.
+
+Windows are defined in patient time (15 patient minutes by default, as the FDA guidance's
+sustained deviation) and scaled to bench time by the time-compression factor, but never shorter
+than the line physics allows: fluid does not compress with the clock, so the line's time constant
+sets a floor in bench seconds. After every rate change the monitor waits for the line to settle
+before judging, so a flex step or a bolus never false-alarms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+SECONDS_PER_MINUTE = 60.0
+
+OVER_INFUSION = "over_infusion"
+RUNAWAY = "runaway"
+UNDER_INFUSION = "under_infusion"
+NO_FLOW = "no_flow"
+FLOW_WHILE_STOPPED = "flow_while_stopped"
+SENSOR_FAULT = "sensor_fault"
+AIR_IN_LINE = "air_in_line"
+
+
+@dataclass(frozen=True)
+class FlowLimits:
+    """Thresholds and windows of the flow monitor."""
+
+    window_patient_min: float = 15.0
+    """Sustained-deviation window in patient minutes."""
+    min_window_bench_s: float = 4.0
+    """Shortest window in bench seconds (several line time constants)."""
+    settle_bench_s: float = 2.0
+    """Time after a rate change before the line is judged (line and sensor lag)."""
+    over_fraction: float = 0.10
+    under_fraction: float = 0.10
+    runaway_factor: float = 2.0
+    no_flow_fraction: float = 0.05
+    stopped_flow_ul_per_min: float = 2.0
+    """Mean flow that counts as flowing while the motor is stopped."""
+    sensor_silent_bench_s: float = 1.0
+    """Consecutive time without a valid reading that makes a sensor fault."""
+    sensor_range_ul_per_min: float = 3250.0
+    """Full scale of the SLF3S-0600F; readings beyond it are out of range."""
+
+    def window_bench_s(self, time_compression: float) -> float:
+        patient_s = self.window_patient_min * SECONDS_PER_MINUTE
+        return max(patient_s / time_compression, self.min_window_bench_s)
+
+
+@dataclass(frozen=True)
+class FlowStatus:
+    """What the monitor concluded at one instant."""
+
+    conditions: frozenset[str]
+    expected_ul_per_min: float | None
+    measured_ul_per_min: float | None
+    window_bench_s: float
+
+
+@dataclass
+class _Sample:
+    at_s: float
+    steps: int
+    flow_ul_per_min: float
+
+
+class FlowMonitor:
+    """Sliding-window comparison of step-implied and measured flow (bench time in seconds)."""
+
+    def __init__(
+        self, ul_per_step: float, time_compression: float, limits: FlowLimits | None = None
+    ) -> None:
+        if not math.isfinite(ul_per_step) or ul_per_step <= 0:
+            raise ValueError(f"ul_per_step must be > 0, not {ul_per_step!r}")
+        self.ul_per_step = ul_per_step
+        self.limits = limits or FlowLimits()
+        self.time_compression = time_compression
+        self._samples: deque[_Sample] = deque()
+        self._flow_sum = 0.0
+        self._rate_ul_per_min = 0.0
+        self._settled_from_s = 0.0
+        self._last_valid_s: float | None = None
+        self._last_error: str | None = None
+        self._air = False
+        self._out_of_range = False
+
+    @property
+    def window_bench_s(self) -> float:
+        return self.limits.window_bench_s(self.time_compression)
+
+    def set_time_compression(self, time_compression: float, now_s: float) -> None:
+        self.time_compression = time_compression
+        self._restart(now_s)
+
+    def set_rate(self, rate_ul_per_min: float, now_s: float) -> None:
+        """The commanded rate changed at *now_s* (bench time): restart the window after settling."""
+        if rate_ul_per_min != self._rate_ul_per_min:
+            self._rate_ul_per_min = rate_ul_per_min
+            self._restart(now_s)
+
+    def _restart(self, now_s: float) -> None:
+        self._settled_from_s = now_s + self.limits.settle_bench_s
+        self._samples.clear()
+        self._flow_sum = 0.0
+
+    def observe_error(self, now_s: float, error: str) -> FlowStatus:
+        """A read failed (timeout, absent, bad data): judged as silent once it lasts."""
+        self._last_error = error
+        if self._last_valid_s is None:
+            self._last_valid_s = now_s
+        return self.status(now_s)
+
+    def observe(
+        self, now_s: float, steps_issued: int, flow_ul_per_min: float, air_in_line: bool = False
+    ) -> FlowStatus:
+        """A valid reading at *now_s* with the step count issued by then."""
+        self._last_valid_s = now_s
+        self._last_error = None
+        self._air = air_in_line
+        self._out_of_range = abs(flow_ul_per_min) > self.limits.sensor_range_ul_per_min
+        if now_s >= self._settled_from_s and not air_in_line:
+            sample = _Sample(now_s, steps_issued, flow_ul_per_min)
+            self._samples.append(sample)
+            self._flow_sum += flow_ul_per_min
+            window_start_s = now_s - self.window_bench_s
+            while len(self._samples) > 2 and self._samples[1].at_s <= window_start_s:
+                self._flow_sum -= self._samples.popleft().flow_ul_per_min
+        return self.status(now_s)
+
+    def status(self, now_s: float) -> FlowStatus:
+        conditions: set[str] = set()
+        limits = self.limits
+        silent = (
+            self._last_error is not None
+            and self._last_valid_s is not None
+            and now_s - self._last_valid_s >= limits.sensor_silent_bench_s
+        )
+        if silent or self._out_of_range:
+            conditions.add(SENSOR_FAULT)
+        if self._air:
+            conditions.add(AIR_IN_LINE)
+        expected = measured = None
+        samples = self._samples
+        if not silent and len(samples) >= 2:
+            span_s = samples[-1].at_s - samples[0].at_s
+            if span_s >= self.window_bench_s * 0.95:
+                steps = samples[-1].steps - samples[0].steps
+                expected = steps * self.ul_per_step / (span_s / SECONDS_PER_MINUTE)
+                measured = self._flow_sum / len(samples)
+                conditions |= self._judge(expected, measured)
+        return FlowStatus(frozenset(conditions), expected, measured, self.window_bench_s)
+
+    def _judge(self, expected: float, measured: float) -> set[str]:
+        limits = self.limits
+        if self._rate_ul_per_min <= 0 and expected <= 0:
+            return {FLOW_WHILE_STOPPED} if measured > limits.stopped_flow_ul_per_min else set()
+        if expected <= 0:
+            return set()
+        if measured >= expected * limits.runaway_factor:
+            return {RUNAWAY}
+        if measured > expected * (1 + limits.over_fraction):
+            return {OVER_INFUSION}
+        if measured < expected * limits.no_flow_fraction:
+            return {NO_FLOW}
+        if measured < expected * (1 - limits.under_fraction):
+            return {UNDER_INFUSION}
+        return set()
