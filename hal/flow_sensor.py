@@ -150,9 +150,11 @@ def _translate(error: Exception, where: str, action: str) -> FlowSensorError | N
     if isinstance(error, ShdlcResponseError):
         return FlowSensorDataError(f"{where}: malformed SHDLC frame during {action} ({error})")
     if isinstance(error, ShdlcDeviceError):
+        # After opening, every command is an I2C transfer: an error means the sensor behind the
+        # cable did not answer it.
         return FlowSensorAbsent(
-            f"{where}: the cable reported error 0x{error.error_code:02X} during {action}; "
-            f"the sensor behind it did not complete the transfer ({error.error_message})"
+            f"{where}: the cable reported error 0x{error.error_code:02X} during {action} "
+            f"({error.error_message})"
         )
     if isinstance(error, serial.SerialTimeoutException):
         return FlowSensorTimeout(f"{where}: serial write timed out during {action}")

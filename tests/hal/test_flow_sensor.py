@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,15 @@ from hal.config import FlowSensorConfig
 from hal.flow_sensor import (
     FlowSensorAbsent,
     FlowSensorDataError,
+    FlowSensorTimeout,
+    Scc1FlowSensor,
     Sf06FlowSensor,
     open_flow_sensor,
 )
 from hal.sim.flow_sensor import (
     SLF3S_0600F_PRODUCT_ID,
     SensorFaults,
+    SimulatedScc1Cable,
     SimulatedSlf3s,
     crc8,
     sim_i2c_channel,
@@ -248,3 +252,144 @@ def test_i2c_bus_path_that_is_not_an_i2c_adapter_is_absent(tmp_path: Path) -> No
 
     with pytest.raises(FlowSensorAbsent, match="opening the I2C bus"):
         Sf06FlowSensor.from_bus(str(not_a_bus), 0x08, 0.5)
+
+
+# --- SCC1 path: SHDLC over a pseudo-terminal ----------------------------------------------------
+
+SCC1_READ_TIMEOUT_S = 0.2
+
+
+@pytest.fixture
+def cable_flow() -> Flow:
+    return Flow(25.0)
+
+
+@pytest.fixture
+def cable(cable_flow: Flow) -> Iterator[SimulatedScc1Cable]:
+    device = SimulatedSlf3s(cable_flow, noise_ul_per_min=0.0, time_constant_s=0.0, seed=1)
+    with SimulatedScc1Cable(device, seed=2) as simulated:
+        yield simulated
+
+
+@pytest.fixture
+def scc1_sensor(cable: SimulatedScc1Cable) -> Iterator[Scc1FlowSensor]:
+    sensor = Scc1FlowSensor(cable.port, read_timeout_s=SCC1_READ_TIMEOUT_S)
+    try:
+        yield sensor
+    finally:
+        sensor.close()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("true_flow_ul_per_min", [25.0, 447.8, -12.5])
+def test_scc1_reads_the_sensor_end_to_end(
+    cable: SimulatedScc1Cable,
+    cable_flow: Flow,
+    scc1_sensor: Scc1FlowSensor,
+    true_flow_ul_per_min: float,
+) -> None:
+    # 447.8 µL/min is raw 0x117E: both bytes must be byte-stuffed in the SHDLC frame.
+    cable_flow.ul_per_min = true_flow_ul_per_min
+    cable.device.temperature_c = 31.25
+
+    scc1_sensor.start()
+    reading = scc1_sensor.read()
+
+    assert reading.flow_ul_per_min == pytest.approx(true_flow_ul_per_min, abs=0.1)
+    assert reading.temperature_c == pytest.approx(31.25, abs=0.005)
+    assert reading.air_in_line is False
+    assert scc1_sensor.cable_serial_number == cable.serial_number
+    assert cable.device.is_measuring
+
+
+@pytest.mark.timeout(10)
+def test_open_flow_sensor_scc1_opens_the_cable(cable: SimulatedScc1Cable) -> None:
+    config = FlowSensorConfig(kind="scc1", port=cable.port, read_timeout_s=SCC1_READ_TIMEOUT_S)
+
+    sensor = open_flow_sensor(config)
+    try:
+        assert isinstance(sensor, Scc1FlowSensor)
+        sensor.start()
+        assert sensor.read().flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+    finally:
+        sensor.close()
+    assert not cable.device.is_measuring
+
+
+@pytest.mark.timeout(10)
+def test_scc1_missing_serial_port_is_absent(tmp_path: Path) -> None:
+    port = str(tmp_path / "ttyUSB9")
+
+    with pytest.raises(FlowSensorAbsent, match="ttyUSB9"):
+        Scc1FlowSensor(port, read_timeout_s=SCC1_READ_TIMEOUT_S)
+    with pytest.raises(FlowSensorAbsent, match="ttyUSB9"):
+        open_flow_sensor(FlowSensorConfig(kind="scc1", port=port))
+
+
+@pytest.mark.timeout(10)
+def test_scc1_silent_cable_times_out_quickly_and_recovers(
+    cable: SimulatedScc1Cable, scc1_sensor: Scc1FlowSensor
+) -> None:
+    scc1_sensor.start()
+    cable.dropout = True
+
+    began = time.monotonic()
+    with pytest.raises(FlowSensorTimeout, match="SCC1"):
+        scc1_sensor.read()
+    elapsed_s = time.monotonic() - began
+
+    assert SCC1_READ_TIMEOUT_S <= elapsed_s < SCC1_READ_TIMEOUT_S + 0.5
+    cable.dropout = False
+    assert scc1_sensor.read().flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+
+
+@pytest.mark.timeout(10)
+def test_scc1_silent_cable_at_open_times_out(cable: SimulatedScc1Cable) -> None:
+    cable.dropout = True
+
+    with pytest.raises(FlowSensorTimeout):
+        Scc1FlowSensor(cable.port, read_timeout_s=SCC1_READ_TIMEOUT_S)
+
+
+@pytest.mark.timeout(10)
+def test_scc1_garbage_raises_data_error_and_recovers(
+    cable: SimulatedScc1Cable, scc1_sensor: Scc1FlowSensor
+) -> None:
+    scc1_sensor.start()
+    cable.garbage = True
+
+    with pytest.raises(FlowSensorDataError, match="SHDLC"):
+        scc1_sensor.read()
+
+    cable.garbage = False
+    assert scc1_sensor.read().flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+
+
+@pytest.mark.timeout(10)
+def test_scc1_sensor_dropout_behind_the_cable_is_absent(
+    cable: SimulatedScc1Cable, scc1_sensor: Scc1FlowSensor
+) -> None:
+    scc1_sensor.start()
+    cable.device.set_faults(SensorFaults(dropout=True))
+
+    with pytest.raises(FlowSensorAbsent, match="cable reported error"):
+        scc1_sensor.read()
+
+
+@pytest.mark.timeout(10)
+def test_scc1_read_before_start_is_refused(scc1_sensor: Scc1FlowSensor) -> None:
+    with pytest.raises(FlowSensorAbsent):
+        scc1_sensor.read()
+    scc1_sensor.start()
+    assert scc1_sensor.read().flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+
+
+@pytest.mark.timeout(10)
+def test_scc1_corrupted_crc_behind_the_cable_raises_data_error(
+    cable: SimulatedScc1Cable, scc1_sensor: Scc1FlowSensor
+) -> None:
+    scc1_sensor.start()
+    cable.device.set_faults(SensorFaults(crc_error=True))
+
+    with pytest.raises(FlowSensorDataError, match="CRC"):
+        scc1_sensor.read()
