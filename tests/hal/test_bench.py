@@ -1,0 +1,71 @@
+"""The bench as the rest of the rig builds it: simulated devices under the real drivers."""
+
+from __future__ import annotations
+
+import pytest
+
+from hal.bench import HalUnavailable, build_bench
+from hal.config import HardwareConfig, SimConfig
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def set(self, now_s: float) -> None:
+        self.now_s = now_s
+
+
+@pytest.fixture
+def sim_bench():
+    clock = VirtualClock()
+    config = HardwareConfig(sim=SimConfig(initial_fill_ml=2.0, sensor_noise_ul_per_min=0.0))
+    bench = build_bench(config, "sim", clock=clock, start_stepper=False)
+    yield bench, clock
+    bench.close()
+
+
+@pytest.mark.timeout(60)
+def test_one_millilitre_through_the_drivers(sim_bench):
+    bench, clock = sim_bench
+    assert bench.kind == "sim" and bench.sim is not None
+    assert bench.balance is not None
+    bench.balance.zero()
+    steps = round(1000.0 / bench.ul_per_microstep)
+    bench.drive.energise()
+    bench.stepper.move(steps, 800.0)
+    bench.stepper.run_until(10.0, set_clock=clock.set)
+    bench.flow_sensor.start()
+    bench.stepper.run_until(10.2, set_clock=clock.set)
+    reading = bench.flow_sensor.read()
+    expected_ul_per_min = 800.0 * bench.ul_per_microstep * 60
+    assert reading.flow_ul_per_min == pytest.approx(expected_ul_per_min, rel=0.01)
+    assert reading.air_in_line is False
+    bench.stepper.run_until(90.0, set_clock=clock.set)
+    assert bench.stepper.steps_issued == steps == 48918
+    assert bench.sim.bench.plunger_travel_mm == pytest.approx(
+        (bench.config.syringe.nominal_volume_ml - 1.0) * 1000 / bench.config.syringe.ul_per_mm,
+        abs=0.0002,
+    )
+    weight = bench.balance.read_stable()
+    assert weight.stable
+    assert weight.mass_g == pytest.approx(0.998, abs=0.0005)
+    assert bench.limits.at_empty is False
+
+
+def test_estop_and_limit_switch_pins_reach_the_devices(sim_bench):
+    bench, _clock = sim_bench
+    assert not bench.estop.is_pressed
+    bench.sim.bench.press_estop()
+    assert bench.estop.is_pressed
+    bench.sim.bench.press_estop(False)
+    bench.sim.bench.fill(bench.config.syringe.nominal_volume_ml)
+    assert bench.limits.at_full
+
+
+def test_gpio_without_pi_libraries_is_a_clear_error():
+    with pytest.raises(HalUnavailable, match="--hal sim"):
+        build_bench(HardwareConfig(), "gpio")
