@@ -203,6 +203,9 @@ class AlarmBuzzer(PWMOutputDevice):
     def close(self) -> None:
         if getattr(self, "_cancel", None) is not None:
             self._cancel.set()
+            player = self._player
+            if player is not None and player is not threading.current_thread():
+                player.join(timeout=1.0)
         super().close()
 
 
