@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from rig.errors import InputError
 
@@ -39,7 +40,55 @@ def _add_config(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=_config_check)
 
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config]
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from rig.programs import load_program
+    from rig.simulate import format_result, load_bolus_requests, parse_settings, simulate
+
+    names = ("days", "capacity_ml", "reservoir_ml", "low_threshold_ml")
+    names += ("battery_age_days", "eri_age_days")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.start is not None:
+        try:
+            options["start"] = datetime.fromisoformat(args.start)
+        except ValueError:
+            raise InputError(
+                f"--start: {args.start!r} is not a date and time (YYYY-MM-DDTHH:MM)"
+            ) from None
+    settings = parse_settings(options)
+    program = load_program(args.program)
+    requests = load_bolus_requests(args.bolus_requests) if args.bolus_requests else None
+    result = simulate(program, settings, requests)
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        print(format_result(result, args.program))
+    return EXIT_OK
+
+
+def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
+    simulate = subparsers.add_parser(
+        "simulate",
+        help="fast-forward a program file over patient days (event-driven)",
+        description="Fast-forward a dose program from a freshly filled pump. Exit 2 on bad input.",
+    )
+    simulate.add_argument("program", help="program file (TOML), see docs/program-format.md")
+    simulate.add_argument("--days", type=float, required=True, help="patient days to simulate")
+    simulate.add_argument(
+        "--bolus-requests", metavar="FILE", help="patient bolus requests (TOML: daily, at_h)"
+    )
+    simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.add_argument("--reservoir-ml", type=float, help="initial volume (default: full)")
+    simulate.add_argument("--capacity-ml", type=float, help="reservoir size, 20 or 40 (default 20)")
+    simulate.add_argument("--low-threshold-ml", type=float, help="low-reservoir alarm (default 2)")
+    simulate.add_argument("--start", help="patient start time, ISO (default 2025-01-06T00:00)")
+    simulate.add_argument("--battery-age-days", type=float, help="battery age at the start")
+    simulate.add_argument("--eri-age-days", type=float, help="battery age of the ERI alarm")
+    simulate.set_defaults(handler=_simulate)
+
+
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config, _add_simulate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -468,11 +468,13 @@ class TherapyEngine:
     ) -> tuple[BolusRefusal | None, str]:
         state = self._state
         phase = self._plan.segment_at(now).phase
-        if block is None or state.halted or phase not in PATIENT_BOLUS_PHASES:
-            return BolusRefusal.NOT_AVAILABLE, "patient bolus is not available now"
+        if block is None:
+            return BolusRefusal.NOT_AVAILABLE, "the program has no patient bolus"
         blocking = [a.code for a in state.alarms if alarm_spec(a.code).blocks_bolus]
         if blocking:
             return BolusRefusal.ALARM_ACTIVE, f"refused: alarm active ({', '.join(blocking)})"
+        if state.halted or phase not in PATIENT_BOLUS_PHASES:
+            return BolusRefusal.NOT_AVAILABLE, f"patient bolus is not available now ({phase})"
         starts = [b.start for b in state.patient_boluses]
         reason = window_refusal(block, starts, now, self._allowed_for(self._state, block))
         if reason is BolusRefusal.LOCKOUT:
