@@ -1,0 +1,66 @@
+"""``itbrig kiosk``: the touchscreen kiosk, on a running service or on its own simulated bench."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from hal.pins import default_hal_kind
+from rig.client import DEFAULT_URL, URL_ENV
+
+
+def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``itbrig kiosk`` on the ``itbrig`` command line."""
+    kiosk = subparsers.add_parser(
+        "kiosk",
+        help="the touchscreen kiosk (starts its own simulated rig service without Pi hardware)",
+    )
+    kiosk.add_argument("--url", default=None, help=f"rig service URL (default ${URL_ENV} or local)")
+    where = kiosk.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sim",
+        dest="sim",
+        action="store_true",
+        default=None,
+        help="start a rig service on the simulated bench as a child process "
+        "(default when no Pi hardware is present and no --url is given)",
+    )
+    where.add_argument(
+        "--no-sim", dest="sim", action="store_false", help="connect to a running service"
+    )
+    kiosk.add_argument("--data-dir", default=None, help="books of the child service (default temp)")
+    kiosk.add_argument("--time-scale", type=float, default=None, help="child service's time ×N")
+    kiosk.add_argument("--windowed", action="store_true", help="800×480 window, not full screen")
+    kiosk.set_defaults(handler=run_kiosk)
+
+
+def wants_sim(args: argparse.Namespace) -> bool:
+    """--sim given, or neither --sim/--no-sim nor --url on a machine without Pi hardware."""
+    if args.sim is not None:
+        return args.sim
+    return args.url is None and default_hal_kind() == "sim"
+
+
+def run_kiosk(args: argparse.Namespace) -> int:
+    from ui.service_process import ServiceProcess
+
+    if not wants_sim(args):
+        return _run_app(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, args.windowed)
+    with ServiceProcess(data_dir=args.data_dir, time_scale=args.time_scale) as service:
+        print(f"rig service on the simulated bench at {service.url} (log {service.log_path})")
+        return _run_app(service.url, args.windowed)
+
+
+def _run_app(url: str, windowed: bool) -> int:
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    from kivy.config import Config
+
+    Config.set("graphics", "width", "800")
+    Config.set("graphics", "height", "480")
+    Config.set("graphics", "fullscreen", "0" if windowed else "auto")
+    Config.set("kivy", "exit_on_escape", "1")
+
+    from ui.app import KioskApp
+
+    KioskApp(url).run()
+    return 0

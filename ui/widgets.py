@@ -1,0 +1,332 @@
+"""Kiosk widgets: alarm banner, keypad form, PIN pad, reservoir gauge, trend plot, daily chart.
+
+Drawing uses Kivy graphics instructions only; the look lives in ``kv/widgets.kv``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from kivy.clock import Clock
+from kivy.graphics import Color, Line, Rectangle
+from kivy.properties import (
+    BooleanProperty,
+    ListProperty,
+    NumericProperty,
+    ObjectProperty,
+    StringProperty,
+)
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.label import Label
+from kivy.uix.togglebutton import ToggleButton
+from kivy.uix.widget import Widget
+
+from ui import format as fmt
+from ui.forms import Field
+from ui.keypad import BACK, CLEAR, KEYS, KeypadBuffer
+
+IDLE_BANNER_RGBA = (0.12, 0.12, 0.12, 1)
+DIM_FACTOR = 0.25
+
+
+class AlarmBanner(Button):
+    """The alarm bar on every screen: colour and flash rate of the highest active priority."""
+
+    alarms = ListProperty([])
+    priority = StringProperty("")
+    flash_hz = NumericProperty(0)
+    lit = BooleanProperty(True)
+    bg_rgba = ListProperty(IDLE_BANNER_RGBA)
+    fg_rgba = ListProperty([0.7, 0.7, 0.7, 1])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._flasher: Any = None
+        self._style: fmt.BannerStyle | None = None
+        self.on_alarms(self, self.alarms)
+
+    def on_alarms(self, _instance: Any, alarms: list[dict[str, Any]]) -> None:
+        ordered = fmt.active_alarms({"alarms": alarms})
+        style = fmt.banner_style(ordered[0]["priority"]) if ordered else None
+        if style == self._style and ordered:
+            self.text = fmt.banner_text(ordered)
+            return
+        self._style = style
+        if self._flasher is not None:
+            self._flasher.cancel()
+            self._flasher = None
+        self.lit = True
+        if style is None:
+            self.priority, self.flash_hz = "", 0
+            self.text = "No active alarms"
+            self.bg_rgba, self.fg_rgba = IDLE_BANNER_RGBA, (0.7, 0.7, 0.7, 1)
+            return
+        self.priority = style.priority
+        self.flash_hz = style.flash_hz or 0
+        self.text = fmt.banner_text(ordered)
+        self.fg_rgba = style.text_rgba
+        self._paint()
+        if style.flash_hz:
+            self._flasher = Clock.schedule_interval(self._toggle, 0.5 / style.flash_hz)
+
+    def _toggle(self, _dt: float) -> None:
+        self.lit = not self.lit
+        self._paint()
+
+    def _paint(self) -> None:
+        if self._style is None:
+            return
+        r, g, b, a = self._style.rgba
+        k = 1.0 if self.lit else DIM_FACTOR
+        self.bg_rgba = (r * k, g * k, b * k, a)
+
+
+class KeypadForm(BoxLayout):
+    """Fields on the left (tap one to edit it), the numeric keypad on the right."""
+
+    fields = ListProperty([])
+    values = ObjectProperty({}, rebind=True)
+    active = StringProperty("")
+    display = StringProperty("")
+    refused = BooleanProperty(False)
+    message = StringProperty("")
+    message_rgba = ListProperty([1, 1, 1, 1])
+    field_box = ObjectProperty(None)
+    keypad_box = ObjectProperty(None)
+    actions_box = ObjectProperty(None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._buffer = KeypadBuffer()
+        self._buttons: dict[str, ToggleButton] = {}
+        Clock.schedule_once(lambda _dt: self._build_keys(), 0)
+
+    def _build_keys(self) -> None:
+        if self.keypad_box is None or self.keypad_box.children:
+            return
+        for key in KEYS:
+            button = KeyButton(text="Del" if key == BACK else key, key=key)
+            button.bind(on_release=lambda b: self.press(b.key))
+            self.keypad_box.add_widget(button)
+
+    def load(self, fields: tuple[Field, ...], values: dict[str, float | None]) -> None:
+        """Show *fields* with their start *values*; the first field is active."""
+        self.fields = list(fields)
+        self.values = dict(values)
+        self._buttons.clear()
+        if self.field_box is not None:
+            self.field_box.clear_widgets()
+            for field in fields:
+                button = ToggleButton(group=f"form-{id(self)}", allow_no_selection=False)
+                button.field_key = field.key
+                button.bind(on_release=lambda b: self.select(b.field_key))
+                self._buttons[field.key] = button
+                self.field_box.add_widget(button)
+        self.select(fields[0].key if fields else "")
+
+    def select(self, key: str) -> None:
+        """Make field *key* the one the keypad edits."""
+        self.active = key
+        field = self._field(key)
+        if field is not None:
+            self._buffer = KeypadBuffer(max_decimals=field.max_decimals)
+            self._buffer.set_value(self.values.get(key))
+        for other, button in self._buttons.items():
+            button.state = "down" if other == key else "normal"
+        self._refresh()
+
+    def press(self, key: str) -> None:
+        """One keypad key for the active field."""
+        if not self.active:
+            return
+        self.refused = not self._buffer.press(key)
+        self.values = {**self.values, self.active: self._buffer.value}
+        self._refresh()
+
+    def clear(self) -> None:
+        self.press(CLEAR)
+
+    def _field(self, key: str) -> Field | None:
+        return next((f for f in self.fields if f.key == key), None)
+
+    def _refresh(self) -> None:
+        for field in self.fields:
+            button = self._buttons.get(field.key)
+            if button is not None:
+                value = self.values.get(field.key)
+                shown = fmt.DASH if value is None else f"{value:g}"
+                button.text = f"{field.label}: {shown} {field.unit}"
+        field = self._field(self.active)
+        self.display = f"{self._buffer.text or '0'} {field.unit if field else ''}".strip()
+
+
+class KeyButton(Button):
+    """One keypad key."""
+
+    key = StringProperty("")
+
+
+class PinPad(BoxLayout):
+    """PIN entry for login: digits only, shown as dots."""
+
+    pin = StringProperty("")
+    masked = StringProperty("")
+    keypad_box = ObjectProperty(None)
+    max_length = NumericProperty(8)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        Clock.schedule_once(lambda _dt: self._build_keys(), 0)
+
+    def _build_keys(self) -> None:
+        if self.keypad_box is None or self.keypad_box.children:
+            return
+        for key in (*KEYS[:9], CLEAR, "0", BACK):
+            label = {BACK: "Del", CLEAR: "C"}.get(key, key)
+            button = KeyButton(text=label, key=key)
+            button.bind(on_release=lambda b: self.press(b.key))
+            self.keypad_box.add_widget(button)
+
+    def press(self, key: str) -> None:
+        if key == CLEAR:
+            self.pin = ""
+        elif key == BACK:
+            self.pin = self.pin[:-1]
+        elif key.isdigit() and len(self.pin) < self.max_length:
+            self.pin += key
+
+    def on_pin(self, _instance: Any, pin: str) -> None:
+        self.masked = "●" * len(pin)
+
+
+class ReservoirGauge(Widget):
+    """A vertical reservoir gauge: fill level and the low-reservoir threshold line."""
+
+    fill = NumericProperty(0)
+    low = NumericProperty(0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bind(pos=self._draw, size=self._draw, fill=self._draw, low=self._draw)
+
+    def _draw(self, *_args: Any) -> None:
+        x, y = self.pos
+        w, h = self.size
+        self.canvas.clear()
+        with self.canvas:
+            Color(0.25, 0.25, 0.25, 1)
+            Rectangle(pos=(x, y), size=(w, h))
+            Color(*((0.95, 0.6, 0.0, 1) if self.fill <= self.low else (0.2, 0.6, 1.0, 1)))
+            Rectangle(pos=(x + 3, y + 3), size=(max(0, w - 6), max(0, (h - 6) * self.fill)))
+            Color(1, 0.84, 0, 1)
+            level = y + 3 + (h - 6) * self.low
+            Line(points=[x, level, x + w, level], width=1.5)
+            Color(0.8, 0.8, 0.8, 1)
+            Line(rectangle=(x, y, w, h), width=1)
+
+
+class TrendPlot(Widget):
+    """Live plot of measured (green) against expected (white) flow over the last ``window_s``."""
+
+    window_s = NumericProperty(60)
+    y_max = NumericProperty(1.0)
+    samples_drawn = NumericProperty(0)
+    unit = StringProperty("µL/min")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.samples: deque[tuple[float, float, float]] = deque(maxlen=4000)
+        with self.canvas:
+            Color(0.08, 0.08, 0.08, 1)
+            self._background = Rectangle()
+            Color(0.3, 0.3, 0.3, 1)
+            self._grid = [Line(points=[], width=1) for _ in range(3)]
+            Color(1, 1, 1, 1)
+            self._expected = Line(points=[], width=1.5)
+            Color(0.2, 1.0, 0.3, 1)
+            self._measured = Line(points=[], width=1.5)
+        self.bind(pos=self.redraw, size=self.redraw, window_s=self.redraw)
+
+    def add_sample(self, t_s: float, expected: float | None, measured: float | None) -> None:
+        """Append one sample (bench seconds, µL/min) and redraw."""
+        self.samples.append((t_s, expected or 0.0, measured or 0.0))
+        self.redraw()
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.redraw()
+
+    def redraw(self, *_args: Any) -> None:
+        x, y = self.pos
+        w, h = self.size
+        self._background.pos, self._background.size = (x, y), (w, h)
+        for k, line in enumerate(self._grid, start=1):
+            level = y + h * k / 4
+            line.points = [x, level, x + w, level]
+        if not self.samples:
+            self._expected.points = self._measured.points = []
+            self.samples_drawn = 0
+            return
+        t_end = self.samples[-1][0]
+        t_start = t_end - self.window_s
+        shown = [s for s in self.samples if s[0] >= t_start]
+        peak = max(max(s[1], s[2]) for s in shown)
+        self.y_max = max(peak * 1.2, 1e-6)
+        scale_x, scale_y = w / self.window_s, (h - 4) / self.y_max
+        expected: list[float] = []
+        measured: list[float] = []
+        for t, e, m in shown:
+            px = x + (t - t_start) * scale_x
+            expected += [px, y + 2 + e * scale_y]
+            measured += [px, y + 2 + m * scale_y]
+        self._expected.points = expected
+        self._measured.points = measured
+        self.samples_drawn = len(shown)
+
+
+class DailyChart(Widget):
+    """Bar chart of delivered volume per patient day."""
+
+    days = ListProperty([])
+    bars_drawn = NumericProperty(0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._labels: list[Label] = []
+        self.bind(pos=self._draw, size=self._draw, days=self._draw)
+
+    def _draw(self, *_args: Any) -> None:
+        for label in self._labels:
+            self.remove_widget(label)
+        self._labels.clear()
+        self.canvas.clear()
+        x, y = self.pos
+        w, h = self.size
+        days = list(self.days)[-14:]
+        with self.canvas:
+            Color(0.08, 0.08, 0.08, 1)
+            Rectangle(pos=(x, y), size=(w, h))
+        self.bars_drawn = len(days)
+        if not days:
+            return
+        peak = max(float(d.get("volume_ml") or 0) for d in days) or 1.0
+        slot = w / len(days)
+        label_h = 22
+        for index, day in enumerate(days):
+            volume = float(day.get("volume_ml") or 0)
+            bar_h = (h - 2 * label_h) * volume / peak
+            left = x + index * slot + slot * 0.15
+            with self.canvas:
+                Color(0.2, 0.6, 1.0, 1)
+                Rectangle(pos=(left, y + label_h), size=(slot * 0.7, bar_h))
+            for text, top in (
+                (str(day.get("day", ""))[-5:], y),
+                (f"{volume:.2f}", y + label_h + bar_h),
+            ):
+                label = Label(
+                    text=text, font_size=14, pos=(x + index * slot, top), size=(slot, label_h)
+                )
+                self._labels.append(label)
+                self.add_widget(label)
