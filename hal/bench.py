@@ -132,7 +132,9 @@ def build_bench(
         if balance is not None:
             stack.callback(balance.close)
 
-        stepper = _build_stepper(kind, drive, clock)
+        stepper = _build_stepper(
+            kind, drive, clock, config.drive.step_spin_us / 1e6, config.drive.step_pulse_us
+        )
         stack.callback(stepper.close)
         if start_stepper and isinstance(stepper, SoftwareStepGenerator):
             stepper.start()
@@ -188,7 +190,9 @@ def _build_simulated_instruments(
     return SimulatedInstruments(bench=physics, flow_sensor=sensor, balance=balance)
 
 
-def _build_stepper(kind: HalKind, drive: SyringeDrive, clock: Clock | None) -> StepGenerator:
+def _build_stepper(
+    kind: HalKind, drive: SyringeDrive, clock: Clock | None, spin_s: float, pulse_us: float
+) -> StepGenerator:
     if kind == "gpio":
         try:
             import lgpio  # noqa: F401  (Pi only)
@@ -196,7 +200,7 @@ def _build_stepper(kind: HalKind, drive: SyringeDrive, clock: Clock | None) -> S
             pass
         else:
             if type(drive.pin_factory).__name__ == "LGPIOFactory":
-                return LgpioStepGenerator(drive)
+                return LgpioStepGenerator(drive, pulse_us=pulse_us)
     if clock is not None:
-        return SoftwareStepGenerator(drive, clock=clock)
-    return SoftwareStepGenerator(drive)
+        return SoftwareStepGenerator(drive, clock=clock, spin_s=spin_s)
+    return SoftwareStepGenerator(drive, spin_s=spin_s)

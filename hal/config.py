@@ -96,6 +96,8 @@ class DriveConfig(StrictModel):
     microstepping: Literal[1, 2, 4, 8, 16, 32] = 32
     max_rate_steps_per_s: PositiveFloat = 10_000.0
     step_pulse_us: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
+    step_spin_us: Annotated[float, Field(ge=0, le=5000, allow_inf_nan=False)] = 0.0
+    """Software step timing: busy-wait this long before each deadline (less lateness, more CPU)."""
 
     @model_validator(mode="after")
     def _driver_supports_microstepping(self) -> DriveConfig:

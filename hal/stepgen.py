@@ -17,6 +17,7 @@ Two backends issue the steps:
 
 from __future__ import annotations
 
+import ctypes
 import math
 import threading
 import time
@@ -26,6 +27,21 @@ from typing import Protocol
 from hal.devices import Direction, SyringeDrive
 
 Clock = Callable[[], float]
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def reduce_timer_slack() -> bool:
+    """Ask Linux to wake this thread within 1 ns of its timeouts (default slack is 50 µs).
+
+    Returns False where that is not possible (not Linux); lateness is then a little higher.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 class StepGenerator(Protocol):
@@ -109,6 +125,8 @@ class SoftwareStepGenerator:
     """Software-timed STEP pulses from a dedicated thread, on absolute deadlines.
 
     The thread sleeps until *spin_s* before a deadline and busy-waits the rest, then pulses STEP.
+    With ``spin_s=0`` (the default) it only sleeps, with a 1 ns timer slack: a few % of a core at
+    implant-like rates instead of most of one (``bench/step_timing.py`` measures both).
     Lateness (actual − deadline) of every step can be recorded for benchmarks.
     """
 
@@ -119,7 +137,7 @@ class SoftwareStepGenerator:
         drive: SyringeDrive,
         *,
         clock: Clock = time.perf_counter,
-        spin_s: float = 0.0015,
+        spin_s: float = 0.0,
         record_lateness: bool = False,
     ) -> None:
         self._drive = drive
@@ -249,6 +267,7 @@ class SoftwareStepGenerator:
         return issued
 
     def _run(self) -> None:
+        reduce_timer_slack()
         clock = self._clock
         while not self._closed:
             now = clock()
@@ -294,6 +313,7 @@ class LgpioStepGenerator:
         lgpio_module=None,
         chip_handle: int | None = None,
         clock: Clock = time.monotonic,
+        pulse_us: float = 2.0,
     ) -> None:
         if lgpio_module is None:
             import lgpio as lgpio_module  # Pi only
@@ -305,6 +325,7 @@ class LgpioStepGenerator:
             chip_handle = drive.pin_factory._handle  # gpiozero's LGPIOFactory chip handle
         self._handle = chip_handle
         self._clock = clock
+        self._pulse_us = max(1, round(pulse_us))
         self._lock = threading.Lock()
         self._schedule = StepSchedule(clock())
         self._queued: list[tuple[float, float, int]] = []  # (start_s, end_s, pulses)
@@ -366,7 +387,7 @@ class LgpioStepGenerator:
         if pulses <= 0:
             return False
         period_us = max(self.MIN_PERIOD_US, round((end_s - start_s) * 1e6 / pulses))
-        on_us = max(2, min(period_us // 2, 10))
+        on_us = min(self._pulse_us, period_us // 2)
         self._lgpio.tx_pulse(self._handle, self._gpio_number, on_us, period_us - on_us, 0, pulses)
         actual_end_s = start_s + pulses * period_us / 1e6
         self._queued.append((start_s, actual_end_s, pulses))

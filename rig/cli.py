@@ -88,7 +88,24 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     simulate.set_defaults(handler=_simulate)
 
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config, _add_simulate]
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    from rig.server import add_serve_command
+
+    add_serve_command(subparsers)
+
+
+def _add_clients(subparsers: argparse._SubParsersAction) -> None:
+    from rig.commands import add_client_commands
+
+    add_client_commands(subparsers)
+
+
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_config,
+    _add_simulate,
+    _add_serve,
+    _add_clients,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

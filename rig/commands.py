@@ -1,0 +1,264 @@
+"""Command-line clients of the rig service: ``itbrig status``, ``program``, ``start``, ``alarms``...
+
+Every command takes ``--url`` (default ``$ITBRIG_URL`` or http://127.0.0.1:8470) and ``--json``
+(print the service's answer as JSON). Commands that change state log in first with ``--role`` and
+``--pin`` (or ``$ITBRIG_ROLE`` / ``$ITBRIG_PIN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rig.client import RigClient, ServiceRejected, ServiceUnreachable
+from rig.errors import InputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def last_proposal_path() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "itbrig" / "last-proposal"
+
+
+def _client(args: argparse.Namespace, *, login: bool) -> RigClient:
+    client = RigClient(args.url)
+    if login:
+        role = args.role or os.environ.get("ITBRIG_ROLE") or "clinician"
+        pin = args.pin or os.environ.get("ITBRIG_PIN")
+        if not pin:
+            raise InputError(f"--pin: the {role} PIN is needed for this command (or $ITBRIG_PIN)")
+        client.login(role, pin)
+    return client
+
+
+def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text(data))
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    therapy = status["therapy"]
+    settings = therapy["settings"]
+    rates = status["rates"]
+    reservoir = therapy["reservoir"]
+    forecast = settings["reservoir"]
+    lines = [
+        status["training_notice"],
+        f"state      {status['state']}  (x{status['time_compression']:g} time compression, "
+        f"patient time {status['patient_time']})",
+        f"program    {settings['mode']}  {settings['drug'] or '-'}  "
+        f"{settings['concentration_ug_per_ml'] or 0:g} µg/mL  "
+        f"{settings['daily_dose_ug_per_day']:g} µg/day",
+        f"rate now   {rates['rate_ul_per_h']:.2f} µL/h  ({rates['rate_ml_per_day']:.3f} mL/day); "
+        f"bench {rates['bench_ul_per_min']:.1f} µL/min, {rates['bench_steps_per_s']:.1f} steps/s",
+        f"reservoir  {reservoir['volume_ml']:.3f} of {reservoir['capacity_ml']:g} mL; "
+        f"low alarm {forecast['low_alarm_at'] or 'never'}; empty {forecast['empty_at'] or 'never'}",
+        f"battery    {therapy['battery']['state']}",
+        f"delivered  {status['delivered']['volume_ml']:.4f} mL by the ledger "
+        f"({status['delivered']['steps']} steps)",
+    ]
+    for alarm in status["alarms"]:
+        lines.append(
+            f"ALARM      [{alarm['priority']}] {alarm['title']} (id {alarm['id']}): "
+            f"{alarm['message']}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args, login=False) as client:
+        _print(args, client.get("/api/status"), _status_text)
+    return EXIT_OK
+
+
+def cmd_program_propose(args: argparse.Namespace) -> int:
+    from rig.programs import load_program
+
+    program = load_program(args.file)
+    with _client(args, login=True) as client:
+        proposal = client.post("/api/program/propose", {"program": program.model_dump(mode="json")})
+    path = last_proposal_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(proposal["proposal_id"])
+
+    def text(p: dict[str, Any]) -> str:
+        rows = [f"{'':18}{'old':>14}{'new':>14}"]
+        for key, unit in (
+            ("mode", ""),
+            ("daily_dose_ug_per_day", "µg/day"),
+            ("rate_ml_per_day", "mL/day"),
+            ("rate_ul_per_h", "µL/h"),
+        ):
+            old, new = p["old"][key], p["new"][key]
+            fmt = (lambda v: f"{v:.3f}") if isinstance(new, float) else str
+            rows.append(f"{key:18}{fmt(old):>14}{fmt(new):>14} {unit}")
+        rows.append(
+            f"{'low alarm at':18}{p['old']['reservoir']['low_alarm_at']!s:>26}  "
+            f"{p['new']['reservoir']['low_alarm_at']}"
+        )
+        rows += [f"WARNING: {w['message']}" for w in p["warnings"]]
+        rows.append(f"confirm with: itbrig program confirm {p['proposal_id']}")
+        return "\n".join(rows)
+
+    _print(args, proposal, text)
+    return EXIT_OK
+
+
+def cmd_program_confirm(args: argparse.Namespace) -> int:
+    proposal_id = args.proposal_id
+    if proposal_id is None:
+        path = last_proposal_path()
+        if not path.exists():
+            raise InputError("proposal_id: no proposal to confirm; run `itbrig program propose`")
+        proposal_id = path.read_text().strip()
+    with _client(args, login=True) as client:
+        status = client.post(
+            "/api/program/confirm",
+            {"proposal_id": proposal_id, "accept_warnings": args.accept_warnings},
+        )
+    _print(args, status, _status_text)
+    return EXIT_OK
+
+
+def _post_command(path: str, body: Callable[[argparse.Namespace], Any] | None = None):
+    def command(args: argparse.Namespace) -> int:
+        with _client(args, login=True) as client:
+            reply = client.post(path, body(args) if body else None)
+        _print(args, reply, lambda r: _status_text(r) if "therapy" in r else json.dumps(r))
+        return EXIT_OK
+
+    return command
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        with _client(args, login=False) as client:
+            alarms = client.get("/api/alarms")
+
+        def text(data: dict[str, Any]) -> str:
+            if not data["active"]:
+                return "no active alarms"
+            return "\n".join(
+                f"{a['id']:>4} [{a['priority']}] {a['title']}: {a['message']}"
+                + (" (acknowledged)" if a["acknowledged"] else "")
+                for a in data["active"]
+            )
+
+        _print(args, alarms, text)
+        return EXIT_OK
+    with _client(args, login=True) as client:
+        if args.action == "ack":
+            path = (
+                "/api/alarms/acknowledge-all"
+                if args.alarm_id is None
+                else f"/api/alarms/{args.alarm_id}/acknowledge"
+            )
+            reply = client.post(path)
+        else:
+            reply = client.post("/api/alarms/silence", {"duration_s": args.seconds})
+    _print(args, reply, json.dumps)
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with _client(args, login=False) as client:
+        events = client.get("/api/events", since_id=args.since_id, kind=args.kind, limit=args.limit)
+    _print(
+        args,
+        events,
+        lambda rows: "\n".join(
+            f"{e['id']:>5} {e['at_utc']} {e['kind']:>9}  {e['message']}" for e in rows
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_refill(args: argparse.Namespace) -> int:
+    with _client(args, login=True) as client:
+        if args.step == "withdrawn":
+            reply = client.post("/api/refill/withdrawn", {"withdrawn_ml": args.volume_ml})
+            _print(args, reply, lambda v: v["explanation"])
+        else:
+            if args.concentration is None:
+                raise InputError("--concentration: required for the fill step (µg/mL)")
+            reply = client.post(
+                "/api/refill/fill",
+                {"volume_ml": args.volume_ml, "concentration_ug_per_ml": args.concentration},
+            )
+            _print(
+                args,
+                reply,
+                lambda r: (
+                    f"filled {r['volume_ml']:g} mL at {r['concentration_ug_per_ml']:g} µg/mL;"
+                    f" low-reservoir alarm {r['low_alarm_at'] or 'never'}"
+                    + (
+                        "; concentration changed: program a bridge bolus"
+                        if r["bridge_bolus_offered"]
+                        else ""
+                    )
+                ),
+            )
+    return EXIT_OK
+
+
+def run_client_command(handler: Callable[[argparse.Namespace], int]):
+    """Wrap a client command: unreachable service → exit 1, rejected request → exit 2."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ServiceUnreachable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        except ServiceRejected as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT if 400 <= error.status_code < 500 else EXIT_FAILURE
+
+    return wrapped
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="rig service URL (default $ITBRIG_URL or local)")
+    common.add_argument("--json", action="store_true", help="print the answer as JSON")
+    common.add_argument("--role", choices=("trainee", "clinician", "engineer"), default=None)
+    common.add_argument("--pin", default=None, help="PIN of the role (or $ITBRIG_PIN)")
+
+    def add(name: str, handler, help_text: str, parent=subparsers) -> argparse.ArgumentParser:
+        parser = parent.add_parser(name, parents=[common], help=help_text)
+        parser.set_defaults(handler=run_client_command(handler))
+        return parser
+
+    add("status", cmd_status, "show the rig's status")
+    program = subparsers.add_parser("program", help="propose and confirm dose programs")
+    program_sub = program.add_subparsers(dest="program_command", required=True)
+    add("propose", cmd_program_propose, "propose a program file (nothing changes yet)",
+        program_sub).add_argument("file")  # fmt: skip
+    confirm = add("confirm", cmd_program_confirm, "confirm a proposal", program_sub)
+    confirm.add_argument("proposal_id", nargs="?", help="default: the last proposal made here")
+    confirm.add_argument(
+        "--accept-warnings", action="store_true", help="accept soft-limit warnings"
+    )
+    add("start", _post_command("/api/start"), "start (resume) delivery")
+    add("stop", _post_command("/api/stop"), "stop delivery")
+    add("resume", _post_command("/api/recovery/resume"), "resume after power-loss recovery")
+    bolus = subparsers.add_parser("bolus", help="boluses")
+    bolus_sub = bolus.add_subparsers(dest="bolus_command", required=True)
+    add("patient", _post_command("/api/bolus/patient"), "request a patient bolus", bolus_sub)
+    alarms = add("alarms", cmd_alarms, "list, acknowledge or silence alarms")
+    alarms.add_argument("action", nargs="?", choices=("list", "ack", "silence"), default="list")
+    alarms.add_argument("alarm_id", nargs="?", type=int, help="alarm to acknowledge (default all)")
+    alarms.add_argument("--seconds", type=float, default=120.0, help="silence for (max 120)")
+    refill = add("refill", cmd_refill, "refill: withdrawn volume, then fill")
+    refill.add_argument("step", choices=("withdrawn", "fill"))
+    refill.add_argument("volume_ml", type=float)
+    refill.add_argument("--concentration", type=float, default=None, help="µg/mL (fill step)")
+    events = add("events", cmd_events, "show the event log")
+    events.add_argument("--since-id", type=int, default=None)
+    events.add_argument("--kind", default=None)
+    events.add_argument("--limit", type=int, default=50)
