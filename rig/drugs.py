@@ -119,19 +119,21 @@ def check_program(
     library: DrugLibrary = DEFAULT_DRUG_LIBRARY,
     *,
     capacity_ml: float = MAX_CAPACITY_ML,
+    volume_ml: float | None = None,
     source: str = "program",
 ) -> list[LimitWarning]:
-    """Check a program against the drug library, its limits and the reservoir capacity.
+    """Check a program against the drug library, its limits and the reservoir.
 
-    Hard problems raise :class:`InputError` (one line per problem); soft-limit warnings are
-    returned.
+    Every bolus must fit the reservoir capacity; one-shot deliveries (single, priming and bridge
+    boluses) must also fit the volume in the reservoir now (*volume_ml*, when given). Hard
+    problems raise :class:`InputError` (one line per problem); soft-limit warnings are returned.
     """
     entry = library.drugs.get(program.drug)
     if entry is None:
         raise InputError(
             f"{source}: drug: unknown drug {program.drug!r}; allowed: {', '.join(library.drugs)}"
         )
-    checker = _Checker(program.drug, entry, capacity_ml)
+    checker = _Checker(program.drug, entry, capacity_ml, volume_ml)
     root = program.root
     checker.concentration("concentration_ug_per_ml", root.concentration_ug_per_ml)
     therapy = root
@@ -140,7 +142,7 @@ def check_program(
         checker.concentration("old_concentration_ug_per_ml", root.old_concentration_ug_per_ml)
         checker.daily("old_dose_ug_per_day", root.old_dose_ug_per_day)
     if isinstance(root, PrimingBolusTherapy | BridgeBolusTherapy):
-        checker.volume("catheter", root.catheter.volume_ul)
+        checker.volume("catheter", root.catheter.volume_ul, one_shot=True)
         therapy = root.then
         prefix = "then."
     conc = root.concentration_ug_per_ml
@@ -156,7 +158,7 @@ def check_program(
         checker.daily(f"{prefix}(daily total)", therapy.max_daily_total_ug())
         checker.bolus(f"{prefix}bolus_dose_ug", therapy.bolus_dose_ug, conc)
     elif therapy.mode == "single_bolus":
-        checker.bolus(f"{prefix}dose_ug", therapy.dose_ug, conc)
+        checker.bolus(f"{prefix}dose_ug", therapy.dose_ug, conc, one_shot=True)
     patient = program.patient_bolus
     if patient is not None:
         checker.bolus(f"{prefix}patient_bolus.dose_ug", patient.dose_ug, conc)
@@ -174,10 +176,13 @@ def check_program(
 class _Checker:
     """Collects hard problems and soft warnings for one program."""
 
-    def __init__(self, drug: str, entry: DrugEntry, capacity_ml: float) -> None:
+    def __init__(
+        self, drug: str, entry: DrugEntry, capacity_ml: float, volume_ml: float | None
+    ) -> None:
         self.drug = drug
         self.entry = entry
         self.capacity_ml = capacity_ml
+        self.volume_ml = volume_ml
         self.problems: list[str] = []
         self.warnings: list[LimitWarning] = []
 
@@ -207,7 +212,9 @@ class _Checker:
                 )
             )
 
-    def bolus(self, field: str, bolus_ug: float, concentration_ug_per_ml: float) -> None:
+    def bolus(
+        self, field: str, bolus_ug: float, concentration_ug_per_ml: float, one_shot: bool = False
+    ) -> None:
         soft = self.entry.bolus_soft_limit_ug
         hard = self.entry.bolus_hard_limit_ug
         if bolus_ug > hard:
@@ -222,13 +229,16 @@ class _Checker:
                     message=f"bolus {bolus_ug:g} µg is above the soft limit of {soft:g} µg",
                 )
             )
-        self.volume(field, volume_ul(bolus_ug, concentration_ug_per_ml))
+        self.volume(field, volume_ul(bolus_ug, concentration_ug_per_ml), one_shot)
 
-    def volume(self, field: str, bolus_volume_ul: float) -> None:
-        if bolus_volume_ul > self.capacity_ml * UL_PER_ML:
+    def volume(self, field: str, bolus_volume_ul: float, one_shot: bool = False) -> None:
+        limit_ml, what = self.capacity_ml, "reservoir capacity"
+        if one_shot and self.volume_ml is not None and self.volume_ml < limit_ml:
+            limit_ml, what = self.volume_ml, "volume in the reservoir"
+        if bolus_volume_ul > limit_ml * UL_PER_ML:
             self.problems.append(
                 f"{field}: bolus volume {bolus_volume_ul / UL_PER_ML:g} mL is larger than the "
-                f"reservoir; allowed up to {self.capacity_ml:g} mL"
+                f"{what}; allowed up to {limit_ml:g} mL"
             )
 
     def patient_worst_case(

@@ -113,6 +113,7 @@ class EngineState(StrictModel):
     updated_at: datetime
     program: Program | None = None
     program_started_at: datetime | None = None
+    basal_started_at: datetime | None = None
     one_shot_done_ul: float = 0.0
     halted: bool = False
     reservoir: ReservoirState = ReservoirState()
@@ -132,6 +133,7 @@ EventKind = Literal[
     "patient_bolus_refused",
     "reservoir_set",
     "delivery_resumed",
+    "delivery_halted",
 ]
 
 
@@ -353,14 +355,23 @@ class TherapyEngine:
             if code not in active and moment <= now:
                 raised.append((max(moment, state.updated_at), code))
         raised.sort()
-        one_shot_done = self.regimen.one_shot_volume_ul - max(
-            0.0, plan.one_shot_remaining_ul - end_ul
-        )
+        regimen = self.regimen
+        one_shot_done = regimen.one_shot_volume_ul - max(0.0, plan.one_shot_remaining_ul - end_ul)
+        basal_started_at = state.basal_started_at
+        if (
+            basal_started_at is None
+            and state.program is not None
+            and end_ul >= (plan.one_shot_remaining_ul)
+        ):
+            basal_started_at = min(
+                plan.time_at_cumulative_ul(plan.one_shot_remaining_ul) or now, now
+            )
         self._state = state.model_copy(
             update={
                 "updated_at": now,
                 "reservoir": reservoir.model_copy(update={"volume_ml": volume1_ml}),
                 "one_shot_done_ul": max(state.one_shot_done_ul, one_shot_done),
+                "basal_started_at": basal_started_at,
                 "delivered_ul": state.delivered_ul + delivered_ul,
                 "delivered_ug": state.delivered_ug + plan.dose_ug(state.updated_at, now),
                 "alarms": [
@@ -378,7 +389,11 @@ class TherapyEngine:
         self.advance()
         state = self._state
         warnings = check_program(
-            program, self.library, capacity_ml=state.reservoir.capacity_ml, source="program"
+            program,
+            self.library,
+            capacity_ml=state.reservoir.capacity_ml,
+            volume_ml=state.reservoir.volume_ml,
+            source="program",
         )
         now = state.updated_at
         new_state = self._with_program(program)
@@ -424,6 +439,7 @@ class TherapyEngine:
             update={
                 "program": program,
                 "program_started_at": now,
+                "basal_started_at": now if not compile_regimen(program).one_shots else None,
                 "one_shot_done_ul": 0.0,
                 "patient_boluses": self._cancel_running_boluses(now),
             }
@@ -579,6 +595,20 @@ class TherapyEngine:
         self._state = state.model_copy(update={"alarms": alarms})
         self._emit(state.updated_at, "alarm_acknowledged", spec.code)
 
+    def halt(self) -> TherapyStatus:
+        """Stop delivery now (the program is kept; :meth:`resume` continues it)."""
+        self.advance()
+        state = self._state
+        if not state.halted:
+            now = state.updated_at
+            self._commit(
+                state.model_copy(
+                    update={"halted": True, "patient_boluses": self._cancel_running_boluses(now)}
+                )
+            )
+            self._emit(now, "delivery_halted")
+        return self.status()
+
     def resume(self) -> TherapyStatus:
         """Resume delivery after a halt, once no alarm that stops delivery is active."""
         self.advance()
@@ -715,6 +745,7 @@ class TherapyEngine:
             stop_at=state.battery.end_of_service_at,
             volume_cap_ul=state.reservoir.volume_ml * UL_PER_ML,
             halted=state.halted,
+            scheduled_from=state.basal_started_at,
         )
 
     def _allowed_for(self, state: EngineState, block: PatientBolus) -> int:

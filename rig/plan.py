@@ -50,6 +50,8 @@ from rig.units import (
 HORIZON_H = 20 * 365 * 24.0
 # Tolerance when converting a volume to whole microsteps (guards float noise at exact multiples).
 STEP_TOLERANCE = 1e-9
+# Longest piece that equal neighbouring segments are joined into.
+MAX_JOINED_H = 24.0
 # Volumes this close above the reservoir cap count as the cap (float noise of the integral).
 CAP_TOLERANCE_UL = 1e-6
 
@@ -307,7 +309,9 @@ class DeliveryPlan:
         index = bisect_left(self._cum_ul, target_ul) - 1
         segment = self._segments[index]
         if segment.rate_ul_per_h <= 0:
-            return None
+            # float noise can leave the integral a hair below a cap it reached exactly
+            reached = target_ul - self._cum_ul[index] <= CAP_TOLERANCE_UL
+            return segment.start_h if reached else None
         at_h = segment.start_h + (target_ul - self._cum_ul[index]) / segment.rate_ul_per_h
         return min(at_h, segment.end_h)
 
@@ -355,17 +359,22 @@ def build_plan(
     stop_at: datetime | None = None,
     volume_cap_ul: float | None = None,
     halted: bool = False,
+    scheduled_from: datetime | None = None,
 ) -> DeliveryPlan:
     """The delivery plan of a regimen from *origin*.
 
     *one_shot_done_ul* skips the part of the one-shot phases already delivered; *overlays* are
     patient boluses (absolute times); *extra_overlays* more sorted overlay streams (forecasts);
-    *stop_at* ends delivery (end of service); *volume_cap_ul* ends it when the reservoir is empty.
+    *stop_at* ends delivery (end of service); *volume_cap_ul* ends it when the reservoir is empty;
+    *scheduled_from* is when the basal phase began, if before *origin* (periodic boluses from then
+    on count, including one in progress at the origin).
     """
     remaining = max(0.0, regimen.one_shot_volume_ul - one_shot_done_ul)
     if halted:
         return DeliveryPlan(origin, [Segment(0.0, math.inf, 0.0, 0.0, PHASE_HALTED)], remaining)
-    segments = _one_shot_then_basal(regimen, origin, one_shot_done_ul, overlays, extra_overlays)
+    segments = _one_shot_then_basal(
+        regimen, origin, one_shot_done_ul, overlays, extra_overlays, scheduled_from
+    )
     stop_h = math.inf if stop_at is None else hours(stop_at - origin)
     limited = _limited(_coalesced(segments), volume_cap_ul, stop_h)
     return DeliveryPlan(origin, limited, remaining, volume_cap_ul)
@@ -377,6 +386,7 @@ def _one_shot_then_basal(
     done_ul: float,
     overlays: Iterable[Overlay],
     extra_overlays: Iterable[OverlaySource],
+    scheduled_from: datetime | None,
 ) -> Iterator[Segment]:
     at_h = 0.0
     for shot in regimen.one_shots:
@@ -389,9 +399,11 @@ def _one_shot_then_basal(
         yield Segment(at_h, end_h, shot.rate_ul_per_h, dose_rate, shot.phase)
         at_h = end_h
     basal_start = after_hours(origin, at_h)
+    if at_h > 0 or scheduled_from is None:
+        scheduled_from = basal_start
     streams: list[Iterator[Overlay]] = [
         iter(sorted((o for o in overlays if o.end > basal_start), key=lambda o: o.start)),
-        _scheduled_boluses(regimen, basal_start),
+        _scheduled_boluses(regimen, scheduled_from, basal_start),
         *(source(basal_start) for source in extra_overlays),
     ]
     overlay_stream = heapq.merge(*streams, key=lambda o: o.start)
@@ -430,16 +442,20 @@ def _basal_segments(regimen: Regimen, origin: datetime, start_h: float) -> Itera
         day += DAY
 
 
-def _scheduled_boluses(regimen: Regimen, basal_start: datetime) -> Iterator[Overlay]:
+def _scheduled_boluses(
+    regimen: Regimen, scheduled_from: datetime, basal_start: datetime
+) -> Iterator[Overlay]:
+    """Periodic boluses starting at or after *scheduled_from* that may still run at *basal_start*
+    (a bolus lasts at most a day)."""
     therapy = regimen.basal
     if not isinstance(therapy, PeriodicBolusTherapy):
         return
     starts_min = therapy.bolus_starts_min()
-    day = midnight(basal_start)
+    day = midnight(max(scheduled_from, basal_start - DAY))
     while True:
         for start_min in starts_min:
             start = day + timedelta(minutes=start_min)
-            if start >= basal_start:
+            if start >= scheduled_from:
                 yield bolus_overlay(
                     start,
                     therapy.bolus_dose_ug,
@@ -494,11 +510,13 @@ def _merged(
 
 
 def _coalesced(segments: Iterator[Segment]) -> Iterator[Segment]:
-    """Join neighbours with the same rates and phase."""
+    """Join neighbours with the same rates and phase (into pieces of at most a day, so that an
+    endless run of equal steps still yields)."""
     current = next(segments)
     for segment in segments:
         if (
-            segment.rate_ul_per_h == current.rate_ul_per_h
+            segment.end_h - current.start_h <= MAX_JOINED_H
+            and segment.rate_ul_per_h == current.rate_ul_per_h
             and segment.dose_rate_ug_per_h == current.dose_rate_ug_per_h
             and segment.phase == current.phase
         ):
