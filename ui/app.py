@@ -83,9 +83,11 @@ class KioskRoot(FloatLayout):
     def _header(self, *_args: Any) -> None:
         status = self.ctl.status or {}
         role = self.ctl.role or "not logged in"
+        factor = status.get("time_compression")
         self.header = (
-            f"{fmt.compression(status.get('time_compression'))}   "
-            f"patient {fmt.when(status.get('patient_time'))}   {role}"
+            f"time ×{factor:g}   patient {fmt.when(status.get('patient_time'))}   {role}"
+            if isinstance(factor, int | float)
+            else role
         )
 
     def _reachable(self, _ctl: Any, reachable: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from rig.alarms import SIGNALS, AlarmPriority
 
+PRIORITIES = {p.value for p in AlarmPriority}
 TRAINING_NOTICE = "Training device — not for clinical use"
 DASH = "—"
 
@@ -188,7 +189,7 @@ def banner_style(priority: str) -> BannerStyle:
 
 def active_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
     """Alarms to annunciate, highest priority first, then oldest first."""
-    alarms = [a for a in status.get("alarms") or [] if a.get("priority") in AlarmPriority]
+    alarms = [a for a in status.get("alarms") or [] if a.get("priority") in PRIORITIES]
     return sorted(
         alarms, key=lambda a: (-AlarmPriority(a["priority"]).rank, str(a.get("raised_at", "")))
     )

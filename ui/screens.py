@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kivy.clock import Clock
 from kivy.properties import (
     BooleanProperty,
     DictProperty,
@@ -288,14 +287,28 @@ class RefillScreen(FormScreen):
     bridge_offered = BooleanProperty(False)
     old_program = DictProperty({})
     filled = DictProperty({})
+    explanation = StringProperty("")
+    steps_text = StringProperty("")
+    STEPS = (
+        ("stop", "1 Stop"),
+        ("withdrawn", "2 Aspirate"),
+        ("verdict", "3 Verdict"),
+        ("fill", "4 Fill"),
+        ("done", "5 Done"),
+    )
 
     def on_kv_post(self, _base: Any) -> None:
         self.form = self.ids.form
         self.add_actions(("Next", self.next_from_form))
         self.ids.steps_manager.transition = NoTransition()
+        self.on_step(self, self.step)
 
     def on_step(self, _instance: Any, step: str) -> None:
         self.ids.steps_manager.current = "form" if step in ("withdrawn", "fill") else step
+        self.steps_text = "   ".join(
+            f"[b][color=33ff66]{label}[/color][/b]" if key == step else label
+            for key, label in self.STEPS
+        )
 
     def on_pre_enter(self, *_args: Any) -> None:
         if self.step == "done":
@@ -339,6 +352,15 @@ class RefillScreen(FormScreen):
             else f"Within tolerance ({discrepancy})"
         )
         self.verdict_rgba = list(WARN_RGBA if significant else OK_RGBA)
+        suspicion = str(verdict.get("suspicion") or "none")
+        self.explanation = "\n".join(
+            part
+            for part in (
+                "" if suspicion == "none" else f"Suspected: {suspicion.replace('_', ' ')}",
+                str(verdict.get("explanation") or ""),
+            )
+            if part
+        )
         self.step = "verdict"
         self.say("")
 
@@ -501,7 +523,7 @@ class LoginScreen(KioskScreen):
 
     def _logged_in(self, _token: str) -> None:
         self.say(f"Logged in as {self.role}")
-        Clock.schedule_once(lambda _dt: self.go("home"), 0.8)
+        self.go("home")
 
     def log_out(self) -> None:
         if self.ctl is not None:

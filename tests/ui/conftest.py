@@ -32,6 +32,7 @@ Config.set("input", "mouse", "")  # no desktop mouse provider: touches come from
 from kivy.base import EventLoop  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
 from kivy.tests.common import UnitTestTouch  # noqa: E402
+from kivy.uix.behaviors import ButtonBehavior  # noqa: E402
 from kivy.uix.widget import Widget  # noqa: E402
 
 from ui.app import KioskRoot, build_root  # noqa: E402
@@ -55,16 +56,25 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, what: str =
         EventLoop.idle()
 
 
-def tap(widget: Widget, frames: int = 2) -> None:
-    """Press and release *widget* at its centre with a real touch event."""
+def tap(widget: Widget, frames: int = 2, reaches: bool = True) -> None:
+    """Press and release *widget* at its centre with a real touch event; a button must (or with
+    ``reaches=False`` must not) receive it."""
+    pump(1)  # let any pending layout settle before aiming
     assert widget.get_root_window() is not None, f"{widget} is not on the window"
     assert not widget.disabled, f"{widget} is disabled"
     x, y = widget.to_window(*widget.center)
+    pressed: list[bool] = []
+    watching = isinstance(widget, ButtonBehavior)
+    if watching:
+        uid = widget.fbind("on_press", lambda *_a: pressed.append(True))
     touch = UnitTestTouch(x, y)
     touch.touch_down()
     pump(1)
     touch.touch_up()
     pump(frames)
+    if watching:
+        widget.unbind_uid("on_press", uid)
+        assert bool(pressed) == reaches, f"{widget} ({getattr(widget, 'text', '')!r}): {pressed}"
 
 
 def screenshot(name: str) -> Path:
