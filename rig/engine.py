@@ -358,14 +358,10 @@ class TherapyEngine:
         regimen = self.regimen
         one_shot_done = regimen.one_shot_volume_ul - max(0.0, plan.one_shot_remaining_ul - end_ul)
         basal_started_at = state.basal_started_at
-        if (
-            basal_started_at is None
-            and state.program is not None
-            and end_ul >= (plan.one_shot_remaining_ul)
-        ):
-            basal_started_at = min(
-                plan.time_at_cumulative_ul(plan.one_shot_remaining_ul) or now, now
-            )
+        one_shots_over = end_ul >= plan.one_shot_remaining_ul
+        if basal_started_at is None and state.program is not None and one_shots_over:
+            one_shots_end = plan.time_at_cumulative_ul(plan.one_shot_remaining_ul)
+            basal_started_at = min(one_shots_end or now, now)
         self._state = state.model_copy(
             update={
                 "updated_at": now,

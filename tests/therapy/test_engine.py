@@ -408,6 +408,20 @@ def test_single_bolus_resumes_with_what_is_left():
     assert engine.status().delivered_ul == pytest.approx(100.0)
 
 
+def test_user_halt_and_resume():
+    engine, clock = _engine()
+    _run(engine, _example("continuous.toml"))
+    clock.advance(H)
+    status = engine.halt()
+    assert status.halted and status.phase == "halted" and status.alarms == []
+    assert [e.kind for e in engine.pop_events()][-1] == "delivery_halted"
+    clock.advance(2 * H)
+    assert engine.status().delivered_ul == pytest.approx(25.0)
+    assert engine.resume().phase == "basal"
+    clock.advance(H)
+    assert engine.status().delivered_ul == pytest.approx(50.0)
+
+
 def test_alarm_code_checks():
     engine, _clock = _engine()
     with pytest.raises(InputError, match="unknown alarm"):
