@@ -302,12 +302,15 @@ class TherapyEngine:
         self.advance()
         state, plan, now = self._state, self._plan, self._state.updated_at
         candidates = [plan.next_change_after(now)]
-        forecast = forecast_reservoir(plan, now, state.reservoir)
         active = self._active_codes()
-        if AlarmCode.LOW_RESERVOIR not in active and forecast.hours_to_low is not None:
-            candidates.append(plan.time_at_cumulative_ul(self._volume_target_ul(low=True)))
-        if AlarmCode.EMPTY_RESERVOIR not in active and forecast.hours_to_empty is not None:
-            candidates.append(plan.time_at_cumulative_ul(self._volume_target_ul(low=False)))
+        delivered_ul = plan.cumulative_volume_ul(now)
+        for code, threshold_ml in (
+            (AlarmCode.LOW_RESERVOIR, state.reservoir.low_threshold_ml),
+            (AlarmCode.EMPTY_RESERVOIR, 0.0),
+        ):
+            left_ml = state.reservoir.volume_ml - threshold_ml
+            if code not in active and left_ml > 0:
+                candidates.append(plan.time_at_cumulative_ul(delivered_ul + left_ml * UL_PER_ML))
         for code, moment in (
             (AlarmCode.ERI, state.battery.eri_at),
             (AlarmCode.END_OF_SERVICE, state.battery.end_of_service_at),
@@ -316,11 +319,6 @@ class TherapyEngine:
                 candidates.append(moment)
         future = [moment for moment in candidates if moment is not None and moment > now]
         return min(future, default=None)
-
-    def _volume_target_ul(self, *, low: bool) -> float:
-        state = self._state
-        left_ml = state.reservoir.volume_ml - (state.reservoir.low_threshold_ml if low else 0.0)
-        return self._plan.cumulative_volume_ul(state.updated_at) + left_ml * UL_PER_ML
 
     def _account(self, now: datetime) -> None:
         state = self._state

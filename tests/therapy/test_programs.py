@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ from rig.drugs import DEFAULT_DRUG_LIBRARY, check_program, load_drug_library
 from rig.errors import InputError
 from rig.programs import Program, load_program, parse_program
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "programs"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "programs"
 MODES = {
     "continuous.toml": "continuous",
     "stopped.toml": "stopped",
@@ -36,6 +39,18 @@ def test_every_example_loads_and_round_trips_through_json(name, mode):
     again = Program.model_validate_json(program.model_dump_json())
     assert again == program
     assert Program.model_validate(json.loads(program.model_dump_json())) == program
+
+
+def test_every_program_in_the_format_document_is_valid():
+    text = (ROOT / "docs" / "program-format.md").read_text(encoding="utf-8")
+    modes = set()
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+        data = tomllib.loads(block)
+        if "mode" in data:
+            modes.add(parse_program(data, "docs").mode)
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        parse_program(json.loads(block), "docs")
+    assert modes == set(MODES.values())
 
 
 def test_json_schema_lists_every_mode():
