@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,50 +30,12 @@ Config.set("input", "mouse", "")  # no desktop mouse provider: touches come from
 
 from kivy.base import EventLoop  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
-from kivy.tests.common import UnitTestTouch  # noqa: E402
-from kivy.uix.behaviors import ButtonBehavior  # noqa: E402
-from kivy.uix.widget import Widget  # noqa: E402
 
 from ui.app import KioskRoot, build_root  # noqa: E402
 from ui.controller import Controller  # noqa: E402
+from ui.driver import pump, tap, touch_at, wait_for  # noqa: E402
 
 SCREENS_DIR = Path(__file__).resolve().parents[2] / "test-artefacts" / "screens"
-
-
-def pump(frames: int = 2) -> None:
-    """Run *frames* frames of the event loop (clock, input, drawing)."""
-    for _ in range(frames):
-        EventLoop.idle()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
-    """Run frames until *condition* holds; fail after *timeout_s*."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or condition}")
-        EventLoop.idle()
-
-
-def tap(widget: Widget, frames: int = 2, reaches: bool = True) -> None:
-    """Press and release *widget* at its centre with a real touch event; a button must (or with
-    ``reaches=False`` must not) receive it."""
-    pump(1)  # let any pending layout settle before aiming
-    assert widget.get_root_window() is not None, f"{widget} is not on the window"
-    assert not widget.disabled, f"{widget} is disabled"
-    x, y = widget.to_window(*widget.center)
-    pressed: list[bool] = []
-    watching = isinstance(widget, ButtonBehavior)
-    if watching:
-        uid = widget.fbind("on_press", lambda *_a: pressed.append(True))
-    touch = UnitTestTouch(x, y)
-    touch.touch_down()
-    pump(1)
-    touch.touch_up()
-    pump(frames)
-    if watching:
-        widget.unbind_uid("on_press", uid)
-        assert bool(pressed) == reaches, f"{widget} ({getattr(widget, 'text', '')!r}): {pressed}"
 
 
 def screenshot(name: str) -> Path:
@@ -96,6 +57,7 @@ class Driver:
     pump = staticmethod(pump)
     wait_for = staticmethod(wait_for)
     tap = staticmethod(tap)
+    touch_at = staticmethod(touch_at)
     screenshot = staticmethod(screenshot)
 
 

@@ -123,14 +123,7 @@ def test_an_injected_occlusion_raises_the_alarm_banner(live, service, drive):
     drive.pump(4)
     faults = live.manager.get_screen("faults")
     slider = faults.ids.occlusion_fraction
-    from kivy.tests.common import UnitTestTouch
-
-    x, y = slider.to_window(slider.right - 2, slider.center_y)
-    touch = UnitTestTouch(x, y)
-    touch.touch_down()
-    drive.pump(1)
-    touch.touch_up()
-    drive.pump(2)
+    drive.touch_at(*slider.to_window(slider.right - 2, slider.center_y))
     assert slider.value == pytest.approx(1.0)
     drive.tap(faults.ids.apply_faults)
     drive.wait_for(lambda: faults.message == "Faults applied", 10, "the fault")

@@ -1,0 +1,141 @@
+"""Benchmark: the kiosk's start to first frame, frame time under the live 5 Hz trend, and
+touch-to-update latency of a program change, against a real rig service on the simulated bench.
+
+Renders offscreen (SDL2 offscreen driver) unless a display is set up; frames are not capped, so
+frame time is the work the kiosk does per frame. Prints a table.
+
+    .venv/bin/python bench/kiosk.py [--seconds 10] [--changes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+START = time.perf_counter()
+
+os.environ["KIVY_NO_ARGS"] = "1"
+os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kivy-home-"))
+os.environ.setdefault("KIVY_WINDOW", "sdl2")
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="frame-time run (bench s)")
+    parser.add_argument("--changes", type=int, default=5, help="program changes to time")
+    args = parser.parse_args()
+
+    from kivy.config import Config
+
+    Config.set("graphics", "width", "800")
+    Config.set("graphics", "height", "480")
+    Config.set("graphics", "maxfps", "0")
+    Config.set("input", "mouse", "")
+
+    from kivy.base import EventLoop
+    from kivy.core.window import Window
+
+    from rig.client import RigClient
+    from ui.app import build_root
+    from ui.controller import Controller
+    from ui.driver import pump, tap, wait_for
+    from ui.service_process import ServiceProcess
+
+    with ServiceProcess(time_scale=1440) as service:
+        service_ready = time.perf_counter()
+        built = time.perf_counter()
+        flips: list[float] = []
+        EventLoop.ensure_window()
+        Window.bind(on_flip=lambda *_a: flips.append(time.perf_counter()))
+        ctl = Controller(service.url, poll_s=1.0)
+        root = build_root(ctl)
+        Window.add_widget(root)
+        ctl.start()
+        wait_for(lambda: flips and ctl.reachable, 20, "the first frame with a status")
+        first_frame = flips[0]
+        first_status = time.perf_counter()
+
+        # a running program so the trend has flow to draw
+        with RigClient(service.url) as client:
+            client.login("clinician", "2222")
+            proposal = client.post(
+                "/api/program/propose",
+                {"program": {"mode": "continuous", "concentration_ug_per_ml": 500,
+                             "dose_ug_per_day": 300}},
+            )  # fmt: skip
+            client.post("/api/program/confirm", {"proposal_id": proposal["proposal_id"]})
+
+        plot = root.manager.get_screen("home").ids.trend
+        samples: list[float] = []
+        ctl.bind(on_sample=lambda *_a: samples.append(time.perf_counter()))
+        frames: list[float] = []  # duration of each event-loop pass that drew a frame
+        flips.clear()
+        end = time.perf_counter() + args.seconds
+        while time.perf_counter() < end:
+            drawn, t0 = len(flips), time.perf_counter()
+            EventLoop.idle()
+            if len(flips) > drawn:
+                frames.append((time.perf_counter() - t0) * 1000)
+        sample_hz = len(samples) / args.seconds
+
+        # touch-to-update: Confirm on the Finish screen until Home shows the new dose
+        ctl.worker.client.login("clinician", "2222")
+        ctl.role = "clinician"
+        program = root.manager.get_screen("program")
+        finish = root.manager.get_screen("finish")
+        home = root.manager.get_screen("home")
+        review_ms: list[float] = []
+        confirm_ms: list[float] = []
+        for index in range(args.changes):
+            dose = 310 + 10 * index
+            root.show("program")
+            pump(3)
+            program.choose("continuous")
+            program.form.values = {**program.form.values, "dose_ug_per_day": float(dose)}
+            review = next(b for b in program.form.actions_box.children if b.text == "Review")
+            t0 = time.perf_counter()
+            tap(review, frames=0)
+            wait_for(lambda: root.manager.current == "finish", 10, "the Finish screen")
+            review_ms.append((time.perf_counter() - t0) * 1000)
+            pump(2)
+            t0 = time.perf_counter()
+            tap(finish.ids.confirm, frames=0)
+            shown = f"{dose:.1f} µg/day"
+            wait_for(lambda s=shown: home.ids.dose.text == s, 10, "Home to show the new dose")
+            confirm_ms.append((time.perf_counter() - t0) * 1000)
+
+        ctl.stop()
+
+    rows = [
+        ("service ready (child process)", f"{(service_ready - START) * 1000:.0f} ms"),
+        ("kiosk start to first frame (window, layout)", f"{(first_frame - built) * 1e3:.0f} ms"),
+        ("process start to first frame showing status", f"{(first_status - START) * 1000:.0f} ms"),
+        ("telemetry samples received", f"{sample_hz:.1f} Hz"),
+        ("trend points drawn (last window)", f"{plot.samples_drawn}"),
+        ("frame time p50 / p99 / max (live trend)",
+         f"{statistics.median(frames):.1f} / {percentile(frames, 0.99):.1f} / "
+         f"{max(frames):.1f} ms ({len(frames) / args.seconds:.0f} frames/s drawn)"),
+        ("touch Review → Finish screen p50 / max",
+         f"{statistics.median(review_ms):.0f} / {max(review_ms):.0f} ms"),
+        ("touch Confirm → Home shows new dose p50 / max",
+         f"{statistics.median(confirm_ms):.0f} / {max(confirm_ms):.0f} ms"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    print(f"{'measure':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
