@@ -288,6 +288,7 @@ class RefillScreen(FormScreen):
     old_program = DictProperty({})
     filled = DictProperty({})
     explanation = StringProperty("")
+    amounts = StringProperty("")
     steps_text = StringProperty("")
     STEPS = (
         ("stop", "1 Stop"),
@@ -352,6 +353,10 @@ class RefillScreen(FormScreen):
             else f"Within tolerance ({discrepancy})"
         )
         self.verdict_rgba = list(WARN_RGBA if significant else OK_RGBA)
+        self.amounts = (
+            f"Expected {fmt.number(verdict.get('expected_ml'), 2, 'mL')}   "
+            f"Withdrawn {fmt.number(verdict.get('withdrawn_ml'), 2, 'mL')}"
+        )
         suspicion = str(verdict.get("suspicion") or "none")
         self.explanation = "\n".join(
             part

@@ -164,6 +164,7 @@ def test_a_refill_with_a_3_ml_discrepancy_shows_the_warning(live, service, drive
     assert refill.ids.verdict_title.text.startswith("SIGNIFICANT DISCREPANCY")
     assert "3.00 mL" in refill.ids.verdict_title.text
     assert refill.ids.explanation.text
+    assert f"Expected {expected:.2f} mL" in refill.ids.amounts.text
     drive.screenshot("e2e-refill-verdict")
     drive.tap(refill.ids.to_fill)
     enter(drive, refill.form, "volume_ml", "20")
