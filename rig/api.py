@@ -7,7 +7,6 @@ log with that role and its outcome. Listening beyond loopback also needs the acc
 the field; nothing is changed by a rejected request.
 """
 
-
 import asyncio
 import contextlib
 import dataclasses

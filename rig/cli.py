@@ -100,11 +100,18 @@ def _add_clients(subparsers: argparse._SubParsersAction) -> None:
     add_client_commands(subparsers)
 
 
+def _add_kiosk(subparsers: argparse._SubParsersAction) -> None:
+    from ui.cli import add_kiosk_command
+
+    add_kiosk_command(subparsers)
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_simulate,
     _add_serve,
     _add_clients,
+    _add_kiosk,
 ]
 
 

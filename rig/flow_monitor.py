@@ -21,6 +21,7 @@ before judging, so a flex step or a bolus never false-alarms.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class FlowLimits:
     over_fraction: float = 0.10
     under_fraction: float = 0.10
     runaway_factor: float = 2.0
+    runaway_window_fraction: float = 0.25
+    """A runaway is judged on this last part of the window, so it is caught before over-infusion."""
     no_flow_fraction: float = 0.05
     stopped_flow_ul_per_min: float = 2.0
     """Mean flow that counts as flowing while the motor is stopped."""
@@ -98,6 +101,7 @@ class FlowMonitor:
         self._last_error: str | None = None
         self._air = False
         self._out_of_range = False
+        self._deviation_since: dict[str, float] = {}
 
     @property
     def window_bench_s(self) -> float:
@@ -117,6 +121,7 @@ class FlowMonitor:
         self._settled_from_s = now_s + self.limits.settle_bench_s
         self._samples.clear()
         self._flow_sum = 0.0
+        self._deviation_since.clear()
 
     def observe_error(self, now_s: float, error: str) -> FlowStatus:
         """A read failed (timeout, absent, bad data): judged as silent once it lasts."""
@@ -158,12 +163,49 @@ class FlowMonitor:
         samples = self._samples
         if not silent and len(samples) >= 2:
             span_s = samples[-1].at_s - samples[0].at_s
-            if span_s >= self.window_bench_s * 0.95:
+            short = self._recent_runaway(samples, span_s)
+            if short:
+                conditions.add(RUNAWAY)
+            elif span_s >= self.window_bench_s * 0.95:
                 steps = samples[-1].steps - samples[0].steps
                 expected = steps * self.ul_per_step / (span_s / SECONDS_PER_MINUTE)
                 measured = self._flow_sum / len(samples)
-                conditions |= self._judge(expected, measured)
+                conditions |= self._sustained(self._judge(expected, measured), now_s)
         return FlowStatus(frozenset(conditions), expected, measured, self.window_bench_s)
+
+    def _sustained(self, judged: set[str], now_s: float) -> set[str]:
+        """Over- and under-infusion count once they have held for the runaway window.
+
+        A runaway passes +10 % on its way to ×2; holding over-infusion back briefly lets the
+        faster runaway judgement name it correctly.
+        """
+        hold_s = self.window_bench_s * self.limits.runaway_window_fraction
+        kept = set()
+        for condition in judged:
+            if condition in (OVER_INFUSION, UNDER_INFUSION):
+                since = self._deviation_since.setdefault(condition, now_s)
+                if now_s - since < hold_s:
+                    continue
+            kept.add(condition)
+        for condition in list(self._deviation_since):
+            if condition not in judged:
+                del self._deviation_since[condition]
+        return kept
+
+    def _recent_runaway(self, samples: deque[_Sample], span_s: float) -> bool:
+        """Flow far above the steps over the latest part of the window (judged early)."""
+        short_s = self.window_bench_s * self.limits.runaway_window_fraction
+        if span_s < short_s:
+            return False
+        start_s = samples[-1].at_s - short_s
+        recent = list(itertools.takewhile(lambda sample: sample.at_s >= start_s, reversed(samples)))
+        first, last = recent[-1], recent[0]
+        if last.at_s <= first.at_s:
+            return False
+        steps = last.steps - first.steps
+        expected = steps * self.ul_per_step / ((last.at_s - first.at_s) / SECONDS_PER_MINUTE)
+        measured = sum(sample.flow_ul_per_min for sample in recent) / len(recent)
+        return expected > 0 and measured >= expected * self.limits.runaway_factor
 
     def _judge(self, expected: float, measured: float) -> set[str]:
         limits = self.limits

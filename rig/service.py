@@ -19,13 +19,14 @@ from typing import Any
 
 from hal.balance import BalanceError
 from hal.bench import Bench
+from hal.config import HardwareConfig
 from hal.flow_sensor import FlowSensorError
 from rig.alarm_manager import AlarmManager
 from rig.alarms import AlarmCode, alarm_spec
 from rig.clocks import ScaledClock
 from rig.engine import ENGINE_ALARMS, EngineEvent, Proposal, TherapyEngine
 from rig.errors import InputError
-from rig.flow_monitor import FlowMonitor
+from rig.flow_monitor import FlowLimits, FlowMonitor
 from rig.plan import bench_steps_per_s
 from rig.programs import Program
 from rig.reservoir import RefillVerdict, refill_verdict
@@ -50,6 +51,22 @@ FLOW_CONDITIONS = (
     AlarmCode.SENSOR_FAULT,
     AlarmCode.AIR_IN_LINE,
 )
+
+
+def flow_limits_for(config: HardwareConfig) -> FlowLimits:
+    """Flow-monitor windows no shorter than the line physics allows.
+
+    The line's time constant τ = C·R (tubing compliance × catheter resistance) does not compress
+    with the clock: after a rate change the monitor waits 7 τ (0.1 % left of the transient) and
+    averages over at least 7 τ.
+    """
+    sim = config.sim
+    tau_s = sim.tubing_compliance_ul_per_kpa * sim.catheter_resistance_kpa_min_per_ul * 60.0
+    defaults = FlowLimits()
+    return FlowLimits(
+        settle_bench_s=max(defaults.settle_bench_s, 7 * tau_s),
+        min_window_bench_s=max(defaults.min_window_bench_s, 7 * tau_s),
+    )
 
 
 class StateConflict(InputError):
@@ -100,7 +117,9 @@ class RigService:
         self.alarms = AlarmManager(
             store, bench.buzzer, bench.led, on_stop_delivery=self._alarm_stops_delivery
         )
-        self.flow_monitor = FlowMonitor(self.ul_per_step, time_compression)
+        self.flow_monitor = FlowMonitor(
+            self.ul_per_step, time_compression, flow_limits_for(bench.config)
+        )
         self.telemetry = Telemetry()
         self._ledger_steps = bench.stepper.steps_issued
         self._ledger_at = datetime.now(UTC)
@@ -205,13 +224,18 @@ class RigService:
             if target > max_rate:
                 log.warning("step rate %.0f/s above the drive maximum; capped", target)
                 target = max_rate
-            if target > 0:
-                self.bench.drive.energise()
-                self.bench.stepper.set_rate(target)
-            else:
-                self.bench.stepper.stop()
-            self._commanded_steps_per_s = target
-            self.flow_monitor.set_rate(target * self.ul_per_step * 60, now_s)
+            self._command_rate(target, now_s)
+
+    def _command_rate(self, steps_per_s: float, now_s: float) -> None:
+        """Drive the stepper at *steps_per_s* (0 stops and disables it); tell the flow monitor."""
+        if steps_per_s > 0:
+            self.bench.drive.energise()
+            self.bench.stepper.set_rate(steps_per_s)
+        else:
+            self.bench.stepper.stop()
+            self.bench.drive.release()  # a stopped pump holds no current: nothing can drive it
+        self._commanded_steps_per_s = steps_per_s
+        self.flow_monitor.set_rate(steps_per_s * self.ul_per_step * 60, now_s)
 
     def _read_flow(self, now_s: float) -> None:
         steps = self.bench.stepper.steps_issued
@@ -287,8 +311,7 @@ class RigService:
                 self.engine.clear_alarm(alarm.code)
 
     def _alarm_stops_delivery(self, code: str) -> None:
-        self.bench.stepper.stop()
-        self._commanded_steps_per_s = 0.0
+        self._command_rate(0.0, time.monotonic())
 
     # -- books ------------------------------------------------------------------------------------
 

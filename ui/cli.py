@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from hal.pins import default_hal_kind
@@ -62,5 +63,7 @@ def _run_app(url: str, windowed: bool) -> int:
 
     from ui.app import KioskApp
 
+    for chatty in ("httpx", "httpcore", "websockets"):  # Kivy logs everything at DEBUG otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     KioskApp(url).run()
     return 0

@@ -1,0 +1,80 @@
+"""Each physical fault of the simulated bench raises its alarm through the real service."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.service.conftest import confirm_program, program_json, wait_for
+
+DETECTION_LIMIT_S = 30.0  # bench seconds at x1440
+
+
+def active_codes(client) -> list[str]:
+    return [alarm["code"] for alarm in client.get("/api/status")["alarms"]]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("fault", "alarm"),
+    [
+        ({"occlusion_fraction": 1.0}, "no_flow"),
+        ({"leak_fraction": 0.3}, "under_infusion"),
+        ({"motor_stalled": True}, "no_flow"),
+        ({"slip_fraction": 0.3}, "under_infusion"),
+        ({"sensor_dropout": True}, "sensor_fault"),
+        ({"air_bubble_ul": 200.0}, "air_in_line"),
+        ({"spurious_steps_per_s": 1500.0}, "runaway"),
+        ({"sensor_bias_ul_per_min": 100.0}, "over_infusion"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else value,
+)
+def test_fault_raises_its_alarm(service, fault, alarm):
+    client = service.client
+    confirm_program(client, program_json("continuous"))
+    time.sleep(9.0)  # settle and fill one monitor window
+    assert active_codes(client) == []
+    injected_at = time.monotonic()
+    client.post("/api/faults", fault)
+    codes = wait_for(lambda: alarm in active_codes(client), DETECTION_LIMIT_S)
+    assert codes, f"no {alarm} alarm within {DETECTION_LIMIT_S} s: {active_codes(client)}"
+    assert time.monotonic() - injected_at < DETECTION_LIMIT_S
+    events = client.get("/api/events", kind="fault")
+    assert any("faults injected" in event["message"] for event in events)
+
+
+@pytest.mark.timeout(120)
+def test_free_flow_while_stopped_raises_flow_while_stopped(service):
+    client = service.client
+    confirm_program(client, program_json("continuous"))
+    time.sleep(2.0)
+    client.post("/api/stop")
+    time.sleep(10.0)  # the line drains and a stopped window fills
+    assert active_codes(client) == []
+    client.post("/api/faults", {"free_flow_ul_per_min": 50.0})
+    codes = wait_for(lambda: active_codes(client), DETECTION_LIMIT_S)
+    assert codes == ["flow_while_stopped"]
+
+
+@pytest.mark.timeout(120)
+def test_high_priority_alarm_stops_delivery_and_blocks_the_patient_bolus(service):
+    client = service.client
+    confirm_program(client, program_json("patient_bolus"))
+    time.sleep(6.0)
+    client.post("/api/faults", {"motor_stalled": True})
+    assert wait_for(lambda: "no_flow" in active_codes(client), DETECTION_LIMIT_S)
+    status = client.get("/api/status")
+    assert status["state"] == "stopped"
+    assert status["rates"]["bench_steps_per_s"] == 0
+    steps = client.get("/api/bench")["steps_issued"]
+    time.sleep(1.0)
+    assert client.get("/api/bench")["steps_issued"] == steps
+    decision = client.post("/api/bolus/patient")
+    assert decision["granted"] is False
+    assert decision["reason"] == "alarm_active"
+    # Clear the cause, acknowledge, and delivery can resume.
+    client.request("DELETE", "/api/faults")
+    client.post("/api/alarms/acknowledge-all")
+    assert wait_for(lambda: active_codes(client) == [], 10.0)
+    assert client.post("/api/start")["state"] == "running"
