@@ -74,6 +74,8 @@ ENGINE_ALARMS = frozenset(
         AlarmCode.END_OF_SERVICE,
     }
 )
+# Pending proposals kept per engine (older and stale ones are dropped).
+MAX_PENDING_PROPOSALS = 16
 PATIENT_BOLUS_PHASES = frozenset({PHASE_BASAL, PHASE_PATIENT_BOLUS, PHASE_PERIODIC_BOLUS})
 
 
@@ -401,7 +403,9 @@ class TherapyEngine:
             new=self._summary(new_state, self._build_plan(new_state)),
             warnings=warnings,
         )
-        self._proposals[proposal.proposal_id] = proposal
+        live = [p for p in self._proposals.values() if p.base_revision == state.revision]
+        kept = live[-(MAX_PENDING_PROPOSALS - 1) :]
+        self._proposals = {p.proposal_id: p for p in [*kept, proposal]}
         return proposal
 
     def confirm(self, proposal_id: str, accept_warnings: bool = False) -> TherapyStatus:

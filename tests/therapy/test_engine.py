@@ -152,6 +152,9 @@ def test_stale_and_unknown_proposals_refused():
     with pytest.raises(ProposalError) as caught:
         engine.confirm("no-such-id")
     assert caught.value.code == "unknown_proposal"
+    kept = [engine.propose(_example("flex.toml")).proposal_id for _ in range(40)]
+    with pytest.raises(ProposalError):
+        engine.confirm(kept[0])  # only the latest proposals are kept
     clock.advance(H)  # time passing alone does not make a proposal stale
     fresh = engine.propose(_example("flex.toml"))
     clock.advance(H)
