@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -34,6 +35,7 @@ class ServiceProcess:
     data_dir: Path
     time_scale: float = 1440.0
     port: int = field(default_factory=free_port)
+    env: dict[str, str] | None = None
     process: subprocess.Popen | None = None
     client: RigClient | None = None
 
@@ -47,7 +49,8 @@ class ServiceProcess:
             "--data-dir", str(self.data_dir), "--time-scale", str(self.time_scale),
         ]  # fmt: skip
         log = open(self.data_dir / "service.log", "ab")  # noqa: SIM115 (closed with the process)
-        self.process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=log, stderr=log)
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
