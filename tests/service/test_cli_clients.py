@@ -1,0 +1,84 @@
+"""The command-line clients (status, program, start/stop, alarms, refill, events)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rig.cli import main
+from tests.service.conftest import EXAMPLES, free_port
+
+
+@pytest.fixture
+def cli(service, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ITBRIG_URL", service.url)
+    monkeypatch.setenv("ITBRIG_PIN", "2222")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_program_propose_confirm_status_stop_start(cli):
+    code, out, _ = cli("program", "propose", str(EXAMPLES / "continuous.toml"))
+    assert code == 0
+    assert "25.000 µL/h" in out and "confirm with: itbrig program confirm" in out
+    code, out, _ = cli("program", "confirm")
+    assert code == 0 and "state      running" in out
+    code, out, _ = cli("status", "--json")
+    status = json.loads(out)
+    assert status["therapy"]["settings"]["daily_dose_ug_per_day"] == 300
+    assert status["time_compression"] == 1440
+    assert cli("stop")[0] == 0
+    assert json.loads(cli("status", "--json")[1])["state"] == "stopped"
+    assert cli("start")[0] == 0
+    code, out, _ = cli("events", "--kind", "program")
+    assert code == 0 and "program" in out
+
+
+def test_hard_limit_and_soft_limit_on_the_command_line(cli, tmp_path):
+    too_much = tmp_path / "too_much.toml"
+    too_much.write_text(
+        'drug = "baclofen"\nconcentration_ug_per_ml = 2000\nmode = "continuous"\n'
+        "dose_ug_per_day = 2500\n"
+    )
+    code, _, err = cli("program", "propose", str(too_much))
+    assert code == 2 and "dose_ug_per_day" in err
+    soft = tmp_path / "soft.toml"
+    soft.write_text(
+        'drug = "baclofen"\nconcentration_ug_per_ml = 2000\nmode = "continuous"\n'
+        "dose_ug_per_day = 900\n"
+    )
+    code, out, _ = cli("program", "propose", str(soft))
+    assert code == 0 and "WARNING" in out
+    code, _, err = cli("program", "confirm")
+    assert code == 2 and "accept_warnings" in err
+    assert cli("program", "confirm", "--accept-warnings")[0] == 0
+
+
+def test_refill_discrepancy_and_fill(cli):
+    code, out, _ = cli("refill", "withdrawn", "17")
+    assert code == 0 and "suspect over-infusion" in out
+    code, out, _ = cli("alarms")
+    assert "Refill discrepancy" in out
+    assert cli("alarms", "ack")[0] == 0
+    assert cli("alarms")[1].strip() == "no active alarms"
+    code, _, err = cli("refill", "fill", "20")
+    assert code == 2 and "--concentration" in err
+    code, out, _ = cli("refill", "fill", "20", "--concentration", "500")
+    assert code == 0 and "filled 20 mL" in out
+
+
+def test_wrong_pin_unreachable_service_and_silence_limit(cli, monkeypatch):
+    assert cli("alarms", "silence", "--seconds", "600")[0] == 2
+    monkeypatch.setenv("ITBRIG_PIN", "9999")
+    code, _, err = cli("stop")
+    assert code == 2 and "pin" in err
+    monkeypatch.setenv("ITBRIG_URL", f"http://127.0.0.1:{free_port()}")
+    code, _, err = cli("status")
+    assert code == 1 and "does not answer" in err
