@@ -7,7 +7,8 @@
 #
 # On a development machine: Debian packages Kivy needs, a .venv with the project and its test
 # tools. On Raspberry Pi OS additionally: the Pi extras (lgpio everywhere; RPi.GPIO only on a
-# Pi 4 or older and never beside rpi-lgpio, its Pi 5 shim).
+# Pi 4 or older and never beside rpi-lgpio, its Pi 5 shim) and the systemd units of the rig
+# service and the kiosk (config /etc/itbrig/rig.toml, books /var/lib/itbrig).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -18,7 +19,7 @@ case "${1:-}" in
   "") ;;
   --test) ACTION=test ;;
   --run) ACTION=run ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
   *) echo "install.sh: unknown option '$1' (allowed: --test, --run, --help)" >&2; exit 2 ;;
 esac
 
@@ -75,8 +76,30 @@ install_python_packages() {
   fi
 }
 
+install_pi_service() {
+  # On a Raspberry Pi: the rig service and the kiosk as systemd units, config in /etc/itbrig,
+  # books in /var/lib/itbrig. Re-running replaces the units and keeps config and books.
+  [[ -n "$(pi_model)" ]] || return 0
+  command -v systemctl >/dev/null || { say "no systemd: skipping the service set-up"; return; }
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  local user=${SUDO_USER:-$(id -un)}
+  say "installing the systemd units (service user $user)"
+  "${sudo[@]}" install -d -m 755 /etc/itbrig
+  "${sudo[@]}" install -d -m 750 -o "$user" /var/lib/itbrig
+  [[ -e /etc/itbrig/rig.toml ]] || "${sudo[@]}" install -m 644 rig/rig.toml /etc/itbrig/rig.toml
+  for unit in systemd/itbrig.service systemd/itbrig-kiosk.service; do
+    sed -e "s|@VENV@|$VENV|g" -e "s|@PROJECT@|$PROJECT_DIR|g" -e "s|@USER@|$user|g" "$unit" \
+      | "${sudo[@]}" tee "/etc/systemd/system/$(basename "$unit")" >/dev/null
+  done
+  "${sudo[@]}" systemctl daemon-reload
+  "${sudo[@]}" systemctl enable --now itbrig.service
+  "${sudo[@]}" systemctl enable itbrig-kiosk.service
+}
+
 install_apt_packages
 install_python_packages
+install_pi_service
 
 case "$ACTION" in
   test)
