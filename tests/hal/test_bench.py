@@ -6,22 +6,12 @@ import pytest
 
 from hal.bench import HalUnavailable, build_bench
 from hal.config import HardwareConfig, SimConfig
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def set(self, now_s: float) -> None:
-        self.now_s = now_s
+from tests.manual_clock import ManualClock
 
 
 @pytest.fixture
 def sim_bench():
-    clock = VirtualClock()
+    clock = ManualClock()
     config = HardwareConfig(sim=SimConfig(initial_fill_ml=2.0, sensor_noise_ul_per_min=0.0))
     bench = build_bench(config, "sim", clock=clock, start_stepper=False)
     yield bench, clock

@@ -27,19 +27,7 @@ from hal.sim.flow_sensor import (
     crc8,
     sim_i2c_channel,
 )
-
-
-class FakeClock:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
+from tests.manual_clock import ManualClock
 
 
 class Flow:
@@ -52,7 +40,7 @@ class Flow:
         return self.ul_per_min
 
 
-def started(device: SimulatedSlf3s, clock: FakeClock | None = None) -> Sf06FlowSensor:
+def started(device: SimulatedSlf3s, clock: ManualClock | None = None) -> Sf06FlowSensor:
     """A driver on the device's mock I2C channel, measuring, past the 12 ms first-result delay."""
     sensor = Sf06FlowSensor(sim_i2c_channel(device))
     sensor.start()
@@ -70,7 +58,7 @@ def test_crc8_matches_the_sensirion_datasheet_example() -> None:
 
 
 def test_constant_flow_reads_back_in_physical_units() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
     sensor = started(device, clock)
 
@@ -100,7 +88,7 @@ def test_start_refuses_a_sensor_of_another_product() -> None:
 
 
 def test_step_change_settles_within_five_time_constants() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     flow = Flow(0.0)
     tau_s = 0.05
     device = SimulatedSlf3s(flow, clock=clock, noise_ul_per_min=0.0, time_constant_s=tau_s)
@@ -119,7 +107,7 @@ def test_step_change_settles_within_five_time_constants() -> None:
 
 
 def test_temperature_and_air_in_line_flag_are_decoded() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     air = {"present": False}
     device = SimulatedSlf3s(
         lambda: 10.0,
@@ -148,7 +136,7 @@ def test_temperature_and_air_in_line_flag_are_decoded() -> None:
 def test_high_flow_flag_and_saturation_at_the_int16_range(
     true_flow_ul_per_min: float, expected_ul_per_min: float, high_flow: bool
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: true_flow_ul_per_min, clock=clock, noise_ul_per_min=0.0)
     reading = started(device, clock).read()
 
@@ -157,7 +145,7 @@ def test_high_flow_flag_and_saturation_at_the_int16_range(
 
 
 def test_offset_bias_and_drift_add_to_the_measured_flow() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0, offset_ul_per_min=-1.0)
     sensor = started(device, clock)
     device.set_faults(SensorFaults(bias_ul_per_min=2.0, drift_ul_per_min_per_s=0.5))
@@ -169,7 +157,7 @@ def test_offset_bias_and_drift_add_to_the_measured_flow() -> None:
 
 def test_noise_is_gaussian_with_the_given_sigma_and_reproducible_by_seed() -> None:
     def samples(seed: int) -> list[float]:
-        clock = FakeClock()
+        clock = ManualClock(1000.0)
         device = SimulatedSlf3s(lambda: 50.0, clock=clock, noise_ul_per_min=2.0, seed=seed)
         sensor = started(device, clock)
         return [sensor.read().flow_ul_per_min for _ in range(400)]
@@ -183,7 +171,7 @@ def test_noise_is_gaussian_with_the_given_sigma_and_reproducible_by_seed() -> No
 
 
 def test_corrupted_crc_raises_data_error() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
     sensor = started(device, clock)
     device.set_faults(SensorFaults(crc_error=True))
@@ -194,7 +182,7 @@ def test_corrupted_crc_raises_data_error() -> None:
 
 @pytest.mark.timeout(5)
 def test_dropout_raises_absent_promptly_and_recovers() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
     sensor = started(device, clock)
     device.set_faults(SensorFaults(dropout=True))
@@ -209,7 +197,7 @@ def test_dropout_raises_absent_promptly_and_recovers() -> None:
 
 
 def test_reads_are_refused_before_start_and_for_12_ms_after_it_like_the_part() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
     sensor = Sf06FlowSensor(sim_i2c_channel(device))
 
@@ -227,7 +215,7 @@ def test_reads_are_refused_before_start_and_for_12_ms_after_it_like_the_part() -
 
 
 def test_close_stops_the_measurement() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     device = SimulatedSlf3s(lambda: 25.0, clock=clock)
     sensor = started(device, clock)
     assert device.is_measuring

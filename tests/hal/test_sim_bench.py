@@ -10,19 +10,7 @@ from hal.config import HardwareConfig, PinsConfig, SimConfig
 from hal.devices import LimitSwitches, SyringeDrive
 from hal.sim.bench import STALL_PRESSURE_KPA, SimulatedBench
 from hal.stepgen import SoftwareStepGenerator
-
-
-class VirtualClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def set(self, now_s: float) -> None:
-        self.now_s = now_s
+from tests.manual_clock import ManualClock
 
 
 @pytest.fixture
@@ -31,7 +19,7 @@ def rig(mock_factory):
     config = HardwareConfig(
         pins=PinsConfig(pinch_valve=19, leak_valve=26), sim=SimConfig(initial_fill_ml=1.2)
     )
-    clock = VirtualClock()
+    clock = ManualClock()
     drive = SyringeDrive.from_config(config.pins, config.drive, pin_factory=mock_factory)
     limits = LimitSwitches(
         config.pins.limit_full, config.pins.limit_empty, pin_factory=mock_factory
@@ -44,7 +32,7 @@ def rig(mock_factory):
     physics.close()
 
 
-def run(stepper: SoftwareStepGenerator, clock: VirtualClock, until_s: float) -> int:
+def run(stepper: SoftwareStepGenerator, clock: ManualClock, until_s: float) -> int:
     return stepper.run_until(until_s, set_clock=clock.set)
 
 

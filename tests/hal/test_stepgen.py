@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hal.config import HardwareConfig
 from hal.devices import SyringeDrive
 from hal.stepgen import LgpioStepGenerator, SoftwareStepGenerator, StepSchedule
+from tests.manual_clock import ManualClock
 
 
 @pytest.fixture
@@ -21,17 +22,6 @@ def drive(mock_factory):
     drive.energise()
     yield drive
     drive.close()
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def set(self, now_s: float) -> None:
-        self.now_s = now_s
 
 
 def count_rising_edges(mock_factory, pin_number: int) -> list[int]:
@@ -111,7 +101,7 @@ def test_stop_drops_owed_steps_but_keeps_the_partial_one():
 
 
 def test_virtual_clock_run_issues_exactly_the_ideal_count(drive, mock_factory):
-    clock = VirtualClock()
+    clock = ManualClock()
     edges = count_rising_edges(mock_factory, 18)
     stepper = SoftwareStepGenerator(drive, clock=clock)
     stepper.set_rate(333.3)
@@ -124,7 +114,7 @@ def test_virtual_clock_run_issues_exactly_the_ideal_count(drive, mock_factory):
 
 
 def test_withdraw_move_is_counted_apart_and_direction_restored(drive):
-    clock = VirtualClock()
+    clock = ManualClock()
     stepper = SoftwareStepGenerator(drive, clock=clock)
     stepper.move(250, 1000.0, withdraw=True)
     assert drive.direction_name == "withdraw"
@@ -136,7 +126,7 @@ def test_withdraw_move_is_counted_apart_and_direction_restored(drive):
 
 
 def test_infusing_during_a_withdraw_move_is_refused(drive):
-    clock = VirtualClock()
+    clock = ManualClock()
     stepper = SoftwareStepGenerator(drive, clock=clock)
     stepper.move(100, 1000.0, withdraw=True)
     with pytest.raises(RuntimeError, match="withdraw"):
@@ -180,7 +170,7 @@ class PulseTrainRecorder:
 
 
 def test_lgpio_backend_chunks_follow_the_ideal_schedule(drive):
-    clock = VirtualClock()
+    clock = ManualClock()
     recorder = PulseTrainRecorder()
     stepper = LgpioStepGenerator(drive, lgpio_module=recorder, chip_handle=0, clock=clock)
     stepper._closed = True  # drive the queueing by hand, without the background thread

@@ -7,14 +7,7 @@ import pytest
 from hal.devices import AlarmBuzzer, StatusLed
 from rig.alarm_manager import MAX_SILENCE_S, AlarmManager
 from rig.store import RigStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
+from tests.manual_clock import ManualClock
 
 
 class RecordingBuzzer(AlarmBuzzer):
@@ -34,7 +27,7 @@ def setup(mock_factory, tmp_path):
     store = RigStore.open(tmp_path / "rig.db")
     buzzer = RecordingBuzzer(12, pin_factory=mock_factory)
     led = StatusLed(16, 20, 21, pin_factory=mock_factory)
-    clock = Clock()
+    clock = ManualClock(100.0)
     stops: list[str] = []
     manager = AlarmManager(store, buzzer, led, on_stop_delivery=stops.append, clock=clock)
     yield manager, store, buzzer, led, clock, stops

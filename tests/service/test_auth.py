@@ -27,21 +27,9 @@ from rig.auth import (
     verify_pin,
 )
 from rig.store import RigStore
+from tests.manual_clock import ManualClock
 
 IDLE_S = 600.0
-
-
-class FakeClock:
-    """Monotonic seconds that only move when told to."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 @pytest.fixture
@@ -56,12 +44,12 @@ def store(db_path: Path) -> Iterator[RigStore]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def auth(store: RigStore, clock: FakeClock) -> Authenticator:
+def auth(store: RigStore, clock: ManualClock) -> Authenticator:
     return Authenticator(store, clock=clock, session_idle_s=IDLE_S)
 
 
