@@ -237,41 +237,35 @@ FollowingTherapy = Annotated[
 BasalTherapy = StoppedTherapy | ContinuousTherapy | FlexTherapy | PeriodicBolusTherapy
 
 
-class PrimingBolusTherapy(_Therapy):
+class _LeadInTherapy(_Therapy):
+    """A one-shot volume before the program in ``then``, whose schedule it reports."""
+
+    catheter: Catheter
+    then: FollowingTherapy
+
+    def day_schedule(self, weekday: str) -> DaySchedule:
+        return self.then.day_schedule(weekday)
+
+    def bolus_starts_min(self) -> list[int]:
+        return self.then.bolus_starts_min()
+
+    def scheduled_bolus_ug(self) -> float:
+        return self.then.scheduled_bolus_ug()
+
+
+class PrimingBolusTherapy(_LeadInTherapy):
     """Priming bolus: fills the empty catheter and tubing at the priming rate, then ``then``."""
 
     mode: Literal["priming_bolus"]
-    catheter: Catheter
     rate_ul_per_h: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)]
-    then: FollowingTherapy
-
-    def day_schedule(self, weekday: str) -> DaySchedule:
-        return self.then.day_schedule(weekday)
-
-    def bolus_starts_min(self) -> list[int]:
-        return self.then.bolus_starts_min()
-
-    def scheduled_bolus_ug(self) -> float:
-        return self.then.scheduled_bolus_ug()
 
 
-class BridgeBolusTherapy(_Therapy):
+class BridgeBolusTherapy(_LeadInTherapy):
     """Bridge bolus: the catheter's old drug delivered at the old dose rate, then ``then``."""
 
     mode: Literal["bridge_bolus"]
-    catheter: Catheter
     old_concentration_ug_per_ml: ConcentrationUgPerMl
     old_dose_ug_per_day: DoseUgPerDay
-    then: FollowingTherapy
-
-    def day_schedule(self, weekday: str) -> DaySchedule:
-        return self.then.day_schedule(weekday)
-
-    def bolus_starts_min(self) -> list[int]:
-        return self.then.bolus_starts_min()
-
-    def scheduled_bolus_ug(self) -> float:
-        return self.then.scheduled_bolus_ug()
 
 
 class _Drug(StrictModel):
