@@ -131,6 +131,8 @@ class SoftwareStepGenerator:
     """
 
     HEARTBEAT_S = 0.05
+    SHORT_SLEEP_S = 0.005
+    """Waits up to this long use a plain sleep, longer ones a wakeable event."""
 
     def __init__(
         self,
@@ -273,24 +275,26 @@ class SoftwareStepGenerator:
             now = clock()
             self.heartbeat_s = now
             with self._lock:
+                # Issue under the lock, against the schedule as it is now: no pulse can follow
+                # a stop() or a rate change that made it no longer due.
                 deadline = self._schedule.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self._issue(deadline, now)
+                    continue
             if deadline is None:
                 self._wake.wait(self.HEARTBEAT_S)
                 self._wake.clear()
                 continue
-            remaining = deadline - now
-            if remaining > self._spin_s:
-                self._wake.wait(min(remaining - self._spin_s, self.HEARTBEAT_S))
+            sleep_s = deadline - now - self._spin_s
+            if sleep_s > self.SHORT_SLEEP_S:
+                # Long waits can be cut short by a rate change (set_rate sets the event).
+                self._wake.wait(min(sleep_s, self.HEARTBEAT_S))
                 self._wake.clear()
                 continue
+            if sleep_s > 0:
+                time.sleep(sleep_s)  # one syscall: the cheapest wait for the next step
             while clock() < deadline:
                 pass
-            with self._lock:
-                # The schedule may have changed while spinning: only pulse if still due.
-                current = self._schedule.next_deadline()
-                now = clock()
-                if current is not None and current <= now:
-                    self._issue(current, now)
 
 
 class LgpioStepGenerator:

@@ -108,6 +108,9 @@ class SimulatedBench:
             if number is not None:
                 self._watch(number, self._level_listener(number))
         self._watch(self._step_pin, self._on_step_edge)
+        self._pins_microstepping = self._microstepping_from_pins()
+        self._switch_pins = tuple(factory.pin(n) for n in self._limit_pins)
+        self._switch_states: tuple[bool, bool] | None = None
         self.update_switches()
 
     # -- wiring -------------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class SimulatedBench:
             with self._lock:
                 self._advance(self._clock())
                 self._pin_levels[number] = state
+                self._pins_microstepping = self._microstepping_from_pins()
 
         return remember
 
@@ -179,6 +183,9 @@ class SimulatedBench:
         """Microstepping the driver applies: its mode pins, unless the jumpers override them."""
         if self.faults.driver_microstepping is not None:
             return self.faults.driver_microstepping
+        return self._pins_microstepping
+
+    def _microstepping_from_pins(self) -> int:
         levels = tuple(int(self._pin_levels[n] > 0.5) for n in self._microstep_pins)
         for microstepping, table_levels in MICROSTEP_TABLES[self._config.drive.driver].items():
             if table_levels == levels:
@@ -221,12 +228,16 @@ class SimulatedBench:
             self._line_ul = 0.0
         self.update_switches()
 
-    def update_switches(self) -> None:
+    def update_switches(self, *, force: bool = False) -> None:
         """Drive the limit-switch pins from the plunger position (switches close to GND)."""
-        full_pin, empty_pin = (self._factory.pin(n) for n in self._limit_pins)
-        at_full = self._plunger_full_steps <= 0.0
-        at_empty = self._plunger_full_steps >= self._stroke_full_steps
-        for pin, closed in ((full_pin, at_full), (empty_pin, at_empty)):
+        states = (
+            self._plunger_full_steps <= 0.0,
+            self._plunger_full_steps >= self._stroke_full_steps,
+        )
+        if states == self._switch_states and not force:
+            return
+        self._switch_states = states
+        for pin, closed in zip(self._switch_pins, states, strict=True):
             if pin.function != "input":
                 continue
             if closed and pin.state:
