@@ -47,10 +47,10 @@ def main() -> None:
     from kivy.core.window import Window
 
     from rig.client import RigClient
+    from rig.service_process import ServiceProcess
     from ui.app import build_root
     from ui.controller import Controller
     from ui.driver import pump, tap, wait_for
-    from ui.service_process import ServiceProcess
 
     with ServiceProcess(time_scale=1440) as service:
         service_ready = time.perf_counter()

@@ -33,7 +33,7 @@ import psutil
 
 from rig.client import RigClient
 from rig.programs import load_program
-from ui.service_process import ServiceProcess
+from rig.service_process import ServiceProcess
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = PROJECT_DIR / "examples" / "programs" / "continuous.toml"

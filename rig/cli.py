@@ -73,7 +73,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         help="fast-forward a program file over patient days (event-driven)",
         description="Fast-forward a dose program from a freshly filled pump. Exit 2 on bad input.",
     )
-    simulate.add_argument("program", help="program file (TOML), see the README section Dose programs")
+    simulate.add_argument("program", help="program file (TOML); see Dose programs in the README")
     simulate.add_argument("--days", type=float, required=True, help="patient days to simulate")
     simulate.add_argument(
         "--bolus-requests", metavar="FILE", help="patient bolus requests (TOML: daily, at_h)"

@@ -43,7 +43,7 @@ def wants_sim(args: argparse.Namespace) -> bool:
 
 
 def run_kiosk(args: argparse.Namespace) -> int:
-    from ui.service_process import ServiceProcess
+    from rig.service_process import ServiceProcess
 
     if not wants_sim(args):
         return _run_app(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, args.windowed)

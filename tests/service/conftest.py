@@ -2,104 +2,63 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rig.client import RigClient
+from rig.service_process import ServiceProcess, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 EXAMPLES = PROJECT_DIR / "examples" / "programs"
 CLINICIAN_PIN = "2222"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["EXAMPLES", "TestService", "confirm_program", "free_port", "program_json", "wait_for"]
 
 
-@dataclass
-class ServiceProcess:
-    """One ``itbrig serve --hal sim`` child process and a clinician client of it."""
+class TestService(ServiceProcess):
+    """A service child process with a logged-in clinician client while it runs."""
 
-    data_dir: Path
-    time_scale: float = 1440.0
-    port: int = field(default_factory=free_port)
-    env: dict[str, str] | None = None
-    process: subprocess.Popen | None = None
-    client: RigClient | None = None
+    __test__ = False  # not a test class
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, data_dir: Path, time_scale: float = 1440.0, **kwargs) -> None:
+        super().__init__(data_dir=data_dir, time_scale=time_scale, **kwargs)
+        self.client: RigClient | None = None
 
-    def start(self, timeout_s: float = 30.0) -> RigClient:
-        command = [
-            sys.executable, "-m", "rig.cli", "serve", "--hal", "sim", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--time-scale", str(self.time_scale),
-        ]  # fmt: skip
-        log = open(self.data_dir / "service.log", "ab")  # noqa: SIM115 (closed with the process)
-        env = {**os.environ, **(self.env or {})}
-        self.process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=log, stderr=log, env=env)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited: {(self.data_dir / 'service.log').read_text()}")
-            try:
-                httpx.get(f"{self.url}/api/status", timeout=1.0).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("service did not answer in time")
+    def start(self, timeout_s: float = 30.0) -> RigClient:  # type: ignore[override]
+        super().start(timeout_s)
         self.client = RigClient(self.url)
         self.client.login("clinician", CLINICIAN_PIN)
         return self.client
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
+    def stop(self, sig: int | None = None) -> int | None:
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return super().stop() if sig is None else super().stop(sig)
 
 
 @pytest.fixture
-def service_factory(tmp_path) -> Iterator[Callable[..., ServiceProcess]]:
+def service_factory(tmp_path) -> Iterator[Callable[..., TestService]]:
     """Make service processes (stopped at the end of the test)."""
-    made: list[ServiceProcess] = []
+    made: list[TestService] = []
 
-    def make(data_dir: Path | None = None, **kwargs) -> ServiceProcess:
+    def make(data_dir: Path | None = None, **kwargs) -> TestService:
         directory = data_dir or tmp_path / f"data{len(made)}"
         directory.mkdir(parents=True, exist_ok=True)
-        service = ServiceProcess(directory, **kwargs)
+        service = TestService(directory, **kwargs)
         made.append(service)
         return service
 
     yield make
     for service in made:
-        if service.process is not None and service.process.poll() is None:
-            service.stop()
+        service.stop()
 
 
 @pytest.fixture
-def service(service_factory) -> ServiceProcess:
+def service(service_factory) -> TestService:
     started = service_factory()
     started.start()
     return started

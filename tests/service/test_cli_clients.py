@@ -82,3 +82,13 @@ def test_wrong_pin_unreachable_service_and_silence_limit(cli, monkeypatch):
     monkeypatch.setenv("ITBRIG_URL", f"http://127.0.0.1:{free_port()}")
     code, _, err = cli("status")
     assert code == 1 and "does not answer" in err
+
+
+def test_serve_beyond_loopback_needs_explicit_option_and_token(capsys, monkeypatch):
+    monkeypatch.delenv("ITBRIG_ACCESS_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert main(["serve", "--host", "0.0.0.0", "--allow-remote"]) == 2
+    assert "access token" in capsys.readouterr().err
+    assert main(["serve", "--time-scale", "0.5"]) == 2
+    assert "--time-scale" in capsys.readouterr().err

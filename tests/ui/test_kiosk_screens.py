@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kivy.uix.button import Button
 
+from rig.service_process import free_port
 from ui import format as fmt
 from ui.controller import Controller
 from ui.screens import SCREENS
-from ui.service_process import free_port
 
 MIN_TARGET_PX = 48
 SIZES = [(800, 480), (1024, 600), (1280, 800)]

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from rig.client import RigClient
+from rig.service_process import ServiceProcess
 from ui import format as fmt
 from ui.app import KioskRoot, build_root
 from ui.controller import Controller
-from ui.service_process import ServiceProcess
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,8 +1,10 @@
 """A rig service on the simulated bench as a child process (for ``itbrig kiosk --sim``, tests
-and the benchmark): a free loopback port, wait until it answers, stop it on exit."""
+and the benchmarks): a free loopback port, wait until it answers, stop it on exit."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +34,8 @@ class ServiceProcess:
         port: int | None = None,
         time_scale: float | None = None,
         log_path: Path | str | None = None,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory | None = None
         if data_dir is None:
@@ -41,6 +45,8 @@ class ServiceProcess:
         self.port = port or free_port()
         self.time_scale = time_scale
         self.log_path = Path(log_path) if log_path else self.data_dir / "service.log"
+        self.env = env
+        self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
 
     @property
@@ -52,14 +58,18 @@ class ServiceProcess:
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.time_scale:
             command += ["--time-scale", f"{self.time_scale:g}"]
-        return command
+        return command + self.extra_args
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> ServiceProcess:
         """Start the service and return once ``/api/status`` answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env} if self.env else None,
             )
         deadline = time.monotonic() + timeout_s
         while True:
@@ -79,16 +89,19 @@ class ServiceProcess:
                     ) from None
                 time.sleep(0.1)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Send *sig* (SIGTERM: a clean stop), SIGKILL if it does not exit in time; exit code."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(sig)
             try:
                 process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        return process.returncode
 
     def close(self) -> None:
         self.stop()
