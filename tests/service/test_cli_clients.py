@@ -92,3 +92,19 @@ def test_serve_beyond_loopback_needs_explicit_option_and_token(capsys, monkeypat
     assert "access token" in capsys.readouterr().err
     assert main(["serve", "--time-scale", "0.5"]) == 2
     assert "--time-scale" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_access_token_is_required_on_every_request_when_set(tmp_path):
+    import httpx
+
+    from rig.service_process import ServiceProcess
+
+    args = ["--allow-remote", "--access-token", "s3cret-token"]
+    with ServiceProcess(data_dir=tmp_path / "books", extra_args=args) as service:
+        # ServiceProcess waits for /api/status: it answers 401 without the token, so wait here.
+        assert httpx.get(f"{service.url}/api/status").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(f"{service.url}/api/status", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token"}
+        assert httpx.get(f"{service.url}/api/status", headers=right).status_code == 200
