@@ -15,6 +15,8 @@ import math
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 from starlette.websockets import WebSocketDisconnect
@@ -38,6 +40,23 @@ from rig.service import RigService, StateConflict
 from rig.store import StorageError
 
 TELEMETRY_PERIOD_S = 0.2
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
+def _token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison; header text may hold any character (compared as UTF-8 bytes)."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _json_safe(value: Any) -> Any:
+    """*value* with non-finite floats (``NaN``, ``Infinity`` in a request body) as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 class LoginRequest(StrictModel):
@@ -107,8 +126,7 @@ def create_app(
     def check_access(authorization: Annotated[str | None, Header()] = None) -> None:
         if access_token is None:
             return
-        expected = f"Bearer {access_token}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        if not _token_matches(authorization, f"Bearer {access_token}"):
             raise HTTPException(401, "Authorization: a valid access token is required")
 
     def session_role(
@@ -127,7 +145,7 @@ def create_app(
         def dependency(request: Request, role: Annotated[Role, Depends(session_role)]) -> Role:
             try:
                 if not permits(role, action):
-                    raise NotPermitted(f"the {role.value} role may not {action.value}")
+                    raise NotPermitted(role, action)
             except NotPermitted as error:
                 service.store.add_audit(
                     request.url.path, role=role.value, request={}, outcome="rejected",
@@ -144,9 +162,9 @@ def create_app(
             result = call()
         except (InputError, ValueError, KeyError) as error:
             status = 409 if isinstance(error, (StateConflict, ProposalError)) else 422
+            message = str(error)
             if isinstance(error, KeyError):
-                status = 404
-            message = str(error) if not isinstance(error, KeyError) else f"not found: {error}"
+                status, message = 404, f"not found: {error.args[0]}"
             service.store.add_audit(
                 action, role=role.value, request=body, outcome="rejected", detail=message
             )
@@ -155,6 +173,12 @@ def create_app(
         return result
 
     deps = [Depends(check_access)]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # The errors echo the input, which may hold NaN or Infinity (Python's JSON reads them).
+        detail = _json_safe(jsonable_encoder(error.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StorageError)
     async def storage_error(_request: Request, error: StorageError) -> JSONResponse:
@@ -187,7 +211,16 @@ def create_app(
     def propose(
         body: ProposeRequest, role: Annotated[Role, Depends(require(Action.PROGRAM))]
     ) -> dict[str, Any]:
-        proposal = audited(role, "program.propose", body, lambda: service.propose(body.program))
+        def propose_checked() -> Any:
+            try:
+                return service.propose(body.program)
+            except ArithmeticError as error:  # allowed by the schema, yet too extreme to plan
+                raise InputError(
+                    f"program: values too extreme to plan ({error}); use realistic doses, "
+                    "durations and rates"
+                ) from None
+
+        proposal = audited(role, "program.propose", body, propose_checked)
         return proposal.model_dump(mode="json")
 
     @app.post("/api/program/confirm", dependencies=deps)
@@ -240,10 +273,13 @@ def create_app(
     def acknowledge(
         alarm_id: int, role: Annotated[Role, Depends(require(Action.ALARM_ACKNOWLEDGE))]
     ) -> dict[str, Any]:
-        ids = audited(
-            role, "alarms.acknowledge", {"alarm_id": alarm_id},
-            lambda: service.acknowledge(alarm_id, role.value),
-        )  # fmt: skip
+        def acknowledge_one() -> list[int]:
+            try:
+                return service.acknowledge(alarm_id, role.value)
+            except KeyError:
+                raise KeyError(f"alarm_id: {alarm_id} is not an active alarm") from None
+
+        ids = audited(role, "alarms.acknowledge", {"alarm_id": alarm_id}, acknowledge_one)
         return {"acknowledged": ids}
 
     @app.post("/api/alarms/acknowledge-all", dependencies=deps)
@@ -266,7 +302,7 @@ def create_app(
 
     @app.get("/api/events", dependencies=deps)
     def events(
-        since_id: Annotated[int | None, Field(ge=0)] = None,
+        since_id: Annotated[int | None, Field(ge=0, le=SQLITE_MAX_INTEGER)] = None,
         kind: str | None = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
@@ -323,8 +359,8 @@ def create_app(
     @app.websocket("/api/telemetry")
     async def telemetry(websocket: WebSocket) -> None:
         if access_token is not None:
-            header = websocket.headers.get("authorization", "")
-            if not hmac.compare_digest(header, f"Bearer {access_token}"):
+            header = websocket.headers.get("authorization")
+            if not _token_matches(header, f"Bearer {access_token}"):
                 await websocket.close(code=1008)
                 return
         await websocket.accept()
