@@ -38,9 +38,11 @@ TimeOfDay = Annotated[
     Field(description="time of day HH:MM, 00:00 to 23:59", examples=["08:30"]),
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DoseUgPerDay = Annotated[float, Field(gt=0, le=MAX_DOSE_UG_PER_DAY, allow_inf_nan=False)]
-BolusUg = Annotated[float, Field(gt=0, le=MAX_BOLUS_UG, allow_inf_nan=False)]
-DurationMin = Annotated[float, Field(gt=0, le=MINUTES_PER_DAY, allow_inf_nan=False)]
+# Lower bounds are the programmer's resolution (0.1 µg, 1 min): smaller values mean nothing
+# clinically and would only stress the arithmetic.
+DoseUgPerDay = Annotated[float, Field(ge=0.1, le=MAX_DOSE_UG_PER_DAY, allow_inf_nan=False)]
+BolusUg = Annotated[float, Field(ge=0.1, le=MAX_BOLUS_UG, allow_inf_nan=False)]
+DurationMin = Annotated[float, Field(ge=1, le=MINUTES_PER_DAY, allow_inf_nan=False)]
 ConcentrationUgPerMl = Annotated[
     float, Field(gt=0, le=MAX_CONCENTRATION_UG_PER_ML, allow_inf_nan=False)
 ]

@@ -191,8 +191,10 @@ class RigService:
 
     def _tick(self, now_s: float) -> None:
         with self._lock:
-            events = self.engine.advance()
-            self._forward_engine_events(events)
+            # Every engine event since the last tick, including those raised while an API call
+            # advanced the engine.
+            self.engine.advance()
+            self._forward_engine_events(self.engine.pop_events())
             self._apply_rate(now_s)
             if now_s >= self._sensor_due_s:
                 self._sensor_due_s = now_s + SENSOR_PERIOD_S

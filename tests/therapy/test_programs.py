@@ -139,8 +139,8 @@ BAD = {
     "bool dose": (_program(mode="continuous", dose_ug_per_day=True), "dose_ug_per_day"),
     "nan dose": (_program(mode="continuous", dose_ug_per_day=float("nan")), "finite"),
     "inf dose": (_program(mode="continuous", dose_ug_per_day=float("inf")), "finite"),
-    "zero dose": (_program(mode="continuous", dose_ug_per_day=0), "greater than 0"),
-    "negative dose": (_program(mode="continuous", dose_ug_per_day=-5), "greater than 0"),
+    "zero dose": (_program(mode="continuous", dose_ug_per_day=0), "greater than or equal to 0.1"),
+    "negative dose": (_program(mode="continuous", dose_ug_per_day=-5), "greater than or equal to 0.1"),
     "missing dose": (_program(mode="continuous"), "dose_ug_per_day: required"),
     "zero concentration": (
         {"mode": "continuous", "concentration_ug_per_ml": 0, "dose_ug_per_day": 300},

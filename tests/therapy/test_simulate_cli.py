@@ -163,7 +163,7 @@ def test_unparseable_number_exits_2(capsys):
     [
         (
             'mode = "continuous"\nconcentration_ug_per_ml = 500\ndose_ug_per_day = -1\n',
-            "greater than 0",
+            "greater than or equal to 0.1",
         ),
         ('mode = "warp"\nconcentration_ug_per_ml = 500\n', "warp"),
         ('mode = "continuous"\nconcentration_ug_per_ml = 600\ndose_ug_per_day = 300\n', "600"),
