@@ -287,8 +287,9 @@ class SoftwareStepGenerator:
                 continue
             sleep_s = deadline - now - self._spin_s
             if sleep_s > self.SHORT_SLEEP_S:
-                # Long waits can be cut short by a rate change (set_rate sets the event).
-                self._wake.wait(min(sleep_s, self.HEARTBEAT_S))
+                # Long waits can be cut short by a rate change (set_rate sets the event); they
+                # end a short sleep before the deadline, which a plain sleep then meets closely.
+                self._wake.wait(min(sleep_s - self.SHORT_SLEEP_S, self.HEARTBEAT_S))
                 self._wake.clear()
                 continue
             if sleep_s > 0:
