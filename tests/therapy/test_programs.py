@@ -140,7 +140,10 @@ BAD = {
     "nan dose": (_program(mode="continuous", dose_ug_per_day=float("nan")), "finite"),
     "inf dose": (_program(mode="continuous", dose_ug_per_day=float("inf")), "finite"),
     "zero dose": (_program(mode="continuous", dose_ug_per_day=0), "greater than or equal to 0.1"),
-    "negative dose": (_program(mode="continuous", dose_ug_per_day=-5), "greater than or equal to 0.1"),
+    "negative dose": (
+        _program(mode="continuous", dose_ug_per_day=-5),
+        "greater than or equal to 0.1",
+    ),
     "missing dose": (_program(mode="continuous"), "dose_ug_per_day: required"),
     "zero concentration": (
         {"mode": "continuous", "concentration_ug_per_ml": 0, "dose_ug_per_day": 300},
