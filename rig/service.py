@@ -104,7 +104,7 @@ class RigService:
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
         self.ul_per_step = bench.ul_per_microstep
-        self.recovered_unclean = not store.was_clean_shutdown()
+        recovered_unclean = not store.was_clean_shutdown()
         saved = store.get_state(ENGINE_STATE_KEY)
         patient_epoch = PATIENT_EPOCH
         if saved is not None:
@@ -115,7 +115,7 @@ class RigService:
         else:
             self.engine = TherapyEngine.from_dict(saved, self.clock)
         self.alarms = AlarmManager(
-            store, bench.buzzer, bench.led, on_stop_delivery=self._alarm_stops_delivery
+            store, bench.buzzer, bench.led, on_stop_delivery=lambda _code: self._stop_motor()
         )
         self.flow_monitor = FlowMonitor(
             self.ul_per_step, time_compression, flow_limits_for(bench.config)
@@ -140,7 +140,7 @@ class RigService:
                 capacity_ml=reservoir.capacity_ml,
                 low_threshold_ml=reservoir.low_threshold_ml,
             )
-        if self.recovered_unclean and saved is not None:
+        if recovered_unclean and saved is not None:
             report = store.recover_after_unclean_stop(patient_s=self._patient_s())
             self._halt()
             self.alarms.raise_condition(
@@ -251,15 +251,10 @@ class RigService:
                 now_s, steps, reading.flow_ul_per_min, reading.air_in_line
             )
             self.telemetry.sensor_ul_per_min = reading.flow_ul_per_min
-        patient_s = self._patient_s()
         for code in FLOW_CONDITIONS:
-            if code.value in status.conditions:
-                if self.alarms.raise_condition(
-                    code, self._flow_message(code, status), patient_s=patient_s
-                ):
-                    self.engine.raise_alarm(code, "flow monitor")
-            elif self.alarms.condition_present(code):
-                self.alarms.condition_gone(code, patient_s=patient_s)
+            present = code.value in status.conditions
+            message = self._flow_message(code, status) if present else ""
+            self._set_condition(code, present, message)
         self._sync_engine_alarms()
         telemetry = self.telemetry
         telemetry.bench_s = now_s
@@ -282,17 +277,18 @@ class RigService:
         )
 
     def _check_switches(self) -> None:
-        patient_s = self._patient_s()
-        checks = (
-            (AlarmCode.EMERGENCY_STOP, self.bench.estop.is_pressed, "emergency stop pressed"),
-            (AlarmCode.PLUNGER_AT_END, self.bench.limits.at_empty, "bench syringe is empty"),
-        )
-        for code, active, message in checks:
-            if active:
-                if self.alarms.raise_condition(code, message, patient_s=patient_s):
-                    self.engine.raise_alarm(code, message)
-            elif self.alarms.condition_present(code):
-                self.alarms.condition_gone(code, patient_s=patient_s)
+        estop_pressed = self.bench.estop.is_pressed
+        at_end = self.bench.limits.at_empty
+        self._set_condition(AlarmCode.EMERGENCY_STOP, estop_pressed, "emergency stop pressed")
+        self._set_condition(AlarmCode.PLUNGER_AT_END, at_end, "bench syringe is empty")
+
+    def _set_condition(self, code: AlarmCode, present: bool, message: str = "") -> None:
+        """A service alarm condition now: raise it (alarm manager and engine) or let it go."""
+        if present:
+            if self.alarms.raise_condition(code, message, patient_s=self._patient_s()):
+                self.engine.raise_alarm(code, message)
+        elif self.alarms.condition_present(code):
+            self.alarms.condition_gone(code, patient_s=self._patient_s())
 
     def _forward_engine_events(self, events: list[EngineEvent]) -> None:
         for event in events:
@@ -312,7 +308,7 @@ class RigService:
             if alarm.code not in ENGINE_ALARMS and alarm.code not in active:
                 self.engine.clear_alarm(alarm.code)
 
-    def _alarm_stops_delivery(self, code: str) -> None:
+    def _stop_motor(self) -> None:
         self._command_rate(0.0, time.monotonic())
 
     # -- books ------------------------------------------------------------------------------------
@@ -358,14 +354,12 @@ class RigService:
                 self.bench.stepper.stop()
                 log.error("delivery loop stalled for %.1f s: stepper disabled", stalled_s)
                 with self._lock:
-                    self.alarms.raise_condition(
-                        AlarmCode.WATCHDOG, f"delivery loop stalled for {stalled_s:.1f} s"
-                    )
-                    self.engine.raise_alarm(AlarmCode.WATCHDOG, "loop stalled")
+                    message = f"delivery loop stalled for {stalled_s:.1f} s"
+                    self._set_condition(AlarmCode.WATCHDOG, True, message)
             elif stalled_s <= WATCHDOG_LIMIT_S and tripped:
                 tripped = False
                 with self._lock:
-                    self.alarms.condition_gone(AlarmCode.WATCHDOG)
+                    self._set_condition(AlarmCode.WATCHDOG, False)
 
     def stall_loop_for_test(self, seconds: float) -> None:
         """Hold the delivery loop's lock (a stalled loop), for the watchdog's tests."""
@@ -387,7 +381,7 @@ class RigService:
         state = self.engine.state
         if not state.halted:
             self.engine.halt()
-        self._alarm_stops_delivery("stop")
+        self._stop_motor()
 
     def propose(self, program: Program) -> Proposal:
         with self._lock:
