@@ -5,10 +5,11 @@ switches). An alarm is *active* from the moment its condition appears until the 
 gone **and** someone has acknowledged it (latching), so a trainee always sees what happened.
 Non-latched alarms (a refused bolus) are annunciated once and go to the history.
 
-Signals follow IEC 60601-1-8, highest active priority wins: high = 10-pulse burst every 5 s and
-red LED flashing 2 Hz; medium = 3-pulse burst every 10 s, yellow flashing 0.6 Hz; low = one
-2-pulse burst, cyan steady. Silencing pauses the sound for at most 2 minutes, then it re-arms;
-a new alarm of higher priority sounds at once. Alarms can never be disabled.
+Signals follow IEC 60601-1-8 as the alarm catalogue gives them (``rig.alarms.SIGNALS``), highest
+active priority wins: high = 10-pulse burst every 5 s and red LED flashing 2.1 Hz; medium =
+3-pulse burst every 10 s, yellow flashing 0.6 Hz; low = one 2-pulse burst, cyan steady.
+Silencing pauses the sound for at most 2 minutes, then it re-arms; a new alarm of higher
+priority sounds at once. Alarms can never be disabled.
 """
 
 from __future__ import annotations
@@ -27,16 +28,6 @@ REPEAT_S: dict[AlarmPriority, float | None] = {
     AlarmPriority.HIGH: 5.0,
     AlarmPriority.MEDIUM: 10.0,
     AlarmPriority.LOW: None,
-}
-FLASH_HZ: dict[AlarmPriority, float | None] = {
-    AlarmPriority.HIGH: 2.0,
-    AlarmPriority.MEDIUM: 0.6,
-    AlarmPriority.LOW: None,
-}
-PULSES: dict[AlarmPriority, int] = {
-    AlarmPriority.HIGH: 10,
-    AlarmPriority.MEDIUM: 3,
-    AlarmPriority.LOW: 2,
 }
 TONE_HZ: dict[AlarmPriority, float] = {
     AlarmPriority.HIGH: 880.0,
@@ -109,7 +100,7 @@ class AlarmManager:
                 self._active[code] = _Active(alarm_id, spec, True)
             else:
                 self._store.clear_alarm(alarm_id, patient_s=patient_s)
-                self._buzzer.burst(TONE_HZ[spec.priority], PULSES[spec.priority])
+                self._buzzer.burst(TONE_HZ[spec.priority], spec.signal.burst_pulses)
             self._sounded_priority = None  # a new alarm sounds at once
             if self._silenced_until and spec.priority == AlarmPriority.HIGH:
                 self._silenced_until = 0.0
@@ -207,7 +198,8 @@ class AlarmManager:
                 self._show(*self.idle_led)
                 self._sounded_priority = None
                 return
-            self._show(SIGNALS[priority].led_colour, FLASH_HZ[priority])
+            signal = SIGNALS[priority]
+            self._show(signal.led_colour, signal.flash_hz)
             if now < self._silenced_until:
                 return
             self._silenced_until = 0.0
@@ -216,7 +208,7 @@ class AlarmManager:
                 repeat_s is not None and now - self._last_burst_at >= repeat_s
             )
             if due:
-                self._buzzer.burst(TONE_HZ[priority], PULSES[priority])
+                self._buzzer.burst(TONE_HZ[priority], signal.burst_pulses)
                 self._last_burst_at = now
                 self._sounded_priority = priority
 

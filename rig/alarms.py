@@ -45,6 +45,18 @@ class AlarmSignal:
     def flashing(self) -> bool:
         return self.flash_hz_min is not None
 
+    @property
+    def flash_hz(self) -> float | None:
+        """The flash rate the rig uses: the middle of the allowed range (None: steady)."""
+        if self.flash_hz_min is None or self.flash_hz_max is None:
+            return None
+        return round((self.flash_hz_min + self.flash_hz_max) / 2, 2)
+
+    @property
+    def burst_pulses(self) -> int:
+        """Pulses in each burst the rig sounds."""
+        return self.burst_pulses_max
+
 
 SIGNALS: dict[AlarmPriority, AlarmSignal] = {
     AlarmPriority.HIGH: AlarmSignal(

@@ -179,11 +179,8 @@ class BannerStyle:
 def banner_style(priority: str) -> BannerStyle:
     """IEC 60601-1-8 visual signal of a priority, from the alarm catalogue (mid-range flash)."""
     signal = SIGNALS[AlarmPriority(priority)]
-    flash_hz = None
-    if signal.flashing:
-        flash_hz = round((signal.flash_hz_min + signal.flash_hz_max) / 2, 2)
     return BannerStyle(
-        priority, COLOUR_RGBA[signal.led_colour], TEXT_ON_COLOUR[signal.led_colour], flash_hz
+        priority, COLOUR_RGBA[signal.led_colour], TEXT_ON_COLOUR[signal.led_colour], signal.flash_hz
     )
 
 
