@@ -193,14 +193,9 @@ def _build_simulated_instruments(
 def _build_stepper(
     kind: HalKind, drive: SyringeDrive, clock: Clock | None, spin_s: float, pulse_us: float
 ) -> StepGenerator:
-    if kind == "gpio":
-        try:
-            import lgpio  # noqa: F401  (Pi only)
-        except ImportError:
-            pass
-        else:
-            if type(drive.pin_factory).__name__ == "LGPIOFactory":
-                return LgpioStepGenerator(drive, pulse_us=pulse_us)
+    """lgpio's C pulse trains where the pins are lgpio's, else the software generator."""
+    if kind == "gpio" and type(drive.pin_factory).__name__ == "LGPIOFactory":
+        return LgpioStepGenerator(drive, pulse_us=pulse_us)
     if clock is not None:
         return SoftwareStepGenerator(drive, clock=clock, spin_s=spin_s)
     return SoftwareStepGenerator(drive, spin_s=spin_s)

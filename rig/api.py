@@ -18,10 +18,11 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import Field, field_validator
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect
 
-from hal.config import StrictModel
+from hal.config import Fraction, StrictModel
+from hal.sim.bench import LeakFraction
 from rig.auth import (
     Action,
     Authenticator,
@@ -93,10 +94,10 @@ class SettingsRequest(StrictModel):
 class FaultRequest(StrictModel):
     """Faults of the simulated bench (omitted fields keep their value)."""
 
-    occlusion_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
-    leak_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+    occlusion_fraction: Fraction | None = None
+    leak_fraction: LeakFraction | None = None
     motor_stalled: bool | None = None
-    slip_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    slip_fraction: Fraction | None = None
     free_flow_ul_per_min: Annotated[float, Field(ge=0, le=5000, allow_inf_nan=False)] | None = None
     spurious_steps_per_s: Annotated[float, Field(ge=0, le=20000, allow_inf_nan=False)] | None = None
     sensor_bias_ul_per_min: (
@@ -104,13 +105,6 @@ class FaultRequest(StrictModel):
     ) = None
     sensor_dropout: bool | None = None
     air_bubble_ul: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
-
-    @field_validator("*")
-    @classmethod
-    def _finite(cls, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
 
 def create_app(

@@ -46,12 +46,16 @@ STALL_PRESSURE_KPA = 300.0
 UL_PER_MIN_PER_UL_PER_S = 60.0
 
 
+LeakFraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+"""A leak can take any share of the flow but all of it (the line would hold no pressure)."""
+
+
 class BenchFaults(StrictModel):
     """Physical faults of the simulated bench, each a cause the controller cannot read directly."""
 
     occlusion_fraction: Fraction = 0.0
     """Catheter occlusion: 0 open, 1 fully blocked (its conductance scales by 1 − fraction)."""
-    leak_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    leak_fraction: LeakFraction = 0.0
     """Share of the line flow escaping through a leak upstream of the sensor (at steady state)."""
     motor_stalled: bool = False
     """The rotor does not turn: steps are issued but the plunger stays put."""
