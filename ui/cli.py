@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 
-from hal.pins import default_hal_kind
 from rig.client import DEFAULT_URL, URL_ENV
+from rig.service_process import ServiceProcess, pi_hardware_present
 
 
 def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
@@ -39,12 +39,10 @@ def wants_sim(args: argparse.Namespace) -> bool:
     """--sim given, or neither --sim/--no-sim nor --url on a machine without Pi hardware."""
     if args.sim is not None:
         return args.sim
-    return args.url is None and default_hal_kind() == "sim"
+    return args.url is None and not pi_hardware_present()
 
 
 def run_kiosk(args: argparse.Namespace) -> int:
-    from rig.service_process import ServiceProcess
-
     if not wants_sim(args):
         return _run_app(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, args.windowed)
     with ServiceProcess(data_dir=args.data_dir, time_scale=args.time_scale) as service:
