@@ -108,7 +108,10 @@ case "$ACTION" in
     ;;
   run)
     say "starting the rig"
-    exec "$VENV/bin/itbrig" kiosk
+    if [[ -n "$(pi_model)" ]]; then
+      exec "$VENV/bin/itbrig" kiosk --url http://127.0.0.1:8470  # the itbrig.service on this Pi
+    fi
+    exec "$VENV/bin/itbrig" kiosk --sim
     ;;
 esac
 say "installed; start with: $VENV/bin/itbrig --help"

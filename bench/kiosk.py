@@ -46,11 +46,11 @@ def main() -> None:
     from kivy.base import EventLoop
     from kivy.core.window import Window
 
-    from rig.client import RigClient
-    from rig.service_process import ServiceProcess
+    from rig.client.http import RigClient
+    from rig.client.launcher import ServiceProcess
+    from tests.kiosk_touch import pump, tap, wait_for
     from ui.app import build_root
     from ui.controller import Controller
-    from ui.driver import pump, tap, wait_for
 
     with ServiceProcess(time_scale=1440) as service:
         service_ready = time.perf_counter()

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import psutil
 
-from rig.client import RigClient
-from rig.programs import load_program
-from rig.service_process import ServiceProcess
+from rig.client.http import RigClient
+from rig.client.launcher import ServiceProcess
+from rig.therapy.drugs import load_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = PROJECT_DIR / "examples" / "programs" / "continuous.toml"

@@ -1,6 +1,6 @@
 """Benchmark: fast-forward simulation of a flex program with four patient-bolus requests a day.
 
-Runs ``rig.simulate.simulate`` over 30, 90 and 180 patient days (13-step flex program with a
+Runs ``rig.therapy.simulate.simulate`` over 30, 90 and 180 patient days (13-step flex program with a
 different weekend schedule, 40 mL reservoir at 2000 µg/mL, patient bolus 50 µg with a 3 h
 lockout and 4 per 24 h, requests at 07:00, 12:00, 17:00 and 22:00) and prints patient time, wall
 time and their ratio. Goal: 180 days in under 1 s.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from rig.programs import parse_program
-from rig.simulate import BolusRequests, SimulationSettings, simulate
+from rig.therapy.drugs import parse_program
+from rig.therapy.simulate import BolusRequests, SimulationSettings, simulate
 
 DAYS = (30.0, 90.0, 180.0)
 GOAL_S = 1.0

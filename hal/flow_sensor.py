@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Factory I2C address of the SLF3S family.
 SLF3S_I2C_ADDRESS = 0x08
+SLF3S_0600F_FULL_SCALE_UL_PER_MIN = 3250.0
+"""Full scale of the SLF3S-0600F liquid flow sensor (3.25 mL/min, water)."""
 #: CRC-8 protecting every 16-bit word on the SF06 bus: width, polynomial, init, final XOR.
 SF06_CRC_PARAMETERS = (8, 0x31, 0xFF, 0x00)
 #: Upper 24 bits of the SLF3S-0600F product identifier (the low 8 bits are the revision).

@@ -1,4 +1,6 @@
-"""Therapy layer: units, programs, limits, clocks, delivery plan, reservoir, alarms and the service.
+"""The rig: ``therapy`` (the pure domain), ``service`` (the process that owns the bench and the
+books), ``client`` (HTTP client, command line, launcher) and ``common`` (what they all share).
 
-Imports ``hal`` for hardware; never imports Kivy.
+Imports point one way: client → (HTTP) → service → therapy; service → hal. ``cli`` wires the
+``itbrig`` command line.
 """

@@ -2,6 +2,8 @@
 
 Exit codes: 0 success, 1 runtime failure, 2 rejected input (message on stderr names what was wrong).
 Each subcommand is registered by a ``_add_*`` function that sets ``handler`` on its parser.
+Packages outside ``rig`` (the kiosk) add theirs through the ``itbrig.commands`` entry-point group,
+so that ``rig`` never imports them.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from importlib.metadata import entry_points
 
-from rig.errors import InputError
+from rig.common.inputs import InputError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 Handler = Callable[[argparse.Namespace], int]
+PLUGIN_GROUP = "itbrig.commands"
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from rig.config import load_config
+    from rig.service.config import load_config
 
     config = load_config(args.file)
     print(
@@ -43,8 +47,8 @@ def _add_config(subparsers: argparse._SubParsersAction) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     import json
 
-    from rig.programs import load_program
-    from rig.simulate import format_result, load_bolus_requests, parse_settings, simulate
+    from rig.therapy.drugs import load_program
+    from rig.therapy.simulate import format_result, load_bolus_requests, parse_settings, simulate
 
     names = ("days", "capacity_ml", "reservoir_ml", "low_threshold_ml")
     names += ("battery_age_days", "eri_age_days")
@@ -89,21 +93,21 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
-    from rig.server import add_serve_command
+    from rig.service.server import add_serve_command
 
     add_serve_command(subparsers)
 
 
 def _add_clients(subparsers: argparse._SubParsersAction) -> None:
-    from rig.commands import add_client_commands
+    from rig.client.commands import add_client_commands
 
     add_client_commands(subparsers)
 
 
-def _add_kiosk(subparsers: argparse._SubParsersAction) -> None:
-    from ui.cli import add_kiosk_command
-
-    add_kiosk_command(subparsers)
+def _add_plugins(subparsers: argparse._SubParsersAction) -> None:
+    """Subcommands registered by other packages (``[project.entry-points."itbrig.commands"]``)."""
+    for entry_point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry_point.load()(subparsers)
 
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -111,7 +115,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_simulate,
     _add_serve,
     _add_clients,
-    _add_kiosk,
+    _add_plugins,
 ]
 
 

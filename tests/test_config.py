@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rig.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from rig.config import DEFAULT_CONFIG_PATH, load_config, parse_config
-from rig.errors import InputError
+from rig.common.inputs import InputError
+from rig.service.config import DEFAULT_CONFIG_PATH, load_config, parse_config
 
 
 def test_shipped_default_is_valid_and_gives_the_design_geometry():

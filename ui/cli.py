@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 
-from rig.client import DEFAULT_URL, URL_ENV
-from rig.service_process import ServiceProcess, pi_hardware_present
+from rig.client.http import DEFAULT_URL, URL_ENV
+from rig.client.launcher import ServiceProcess
 
 
 def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help="start a rig service on the simulated bench as a child process "
-        "(default when no Pi hardware is present and no --url is given)",
+        f"(the default unless --url or ${URL_ENV} is given)",
     )
     where.add_argument(
         "--no-sim", dest="sim", action="store_false", help="connect to a running service"
@@ -36,10 +36,14 @@ def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def wants_sim(args: argparse.Namespace) -> bool:
-    """--sim given, or neither --sim/--no-sim nor --url on a machine without Pi hardware."""
+    """--sim given, or neither --sim/--no-sim nor a service URL (--url, $ITBRIG_URL).
+
+    On a Pi the rig service runs under systemd; the kiosk unit and ``install.sh --run`` name its
+    URL, so the kiosk never needs to know what hardware it runs on.
+    """
     if args.sim is not None:
         return args.sim
-    return args.url is None and not pi_hardware_present()
+    return args.url is None and not os.environ.get(URL_ENV)
 
 
 def run_kiosk(args: argparse.Namespace) -> int:

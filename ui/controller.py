@@ -9,7 +9,7 @@ from kivy.clock import Clock
 from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, StringProperty
 
-from rig.client import RigClient, ServiceRejected, ServiceUnreachable, describe_detail
+from rig.client.http import RigClient, ServiceRejected, ServiceUnreachable, describe_detail
 from ui.worker import ApiWorker, Post, TelemetryStream, kivy_post
 
 Done = Callable[[Any], None]

@@ -1,26 +1,55 @@
-"""Display text and colours from the service's JSON: pure functions, no Kivy, tested directly."""
+"""The kiosk's display texts and colours from the service's JSON: pure functions, no Kivy."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from rig.alarms import SIGNALS, AlarmPriority
+from rig.client.format import (
+    DASH,
+    TRAINING_NOTICE,
+    battery_text,
+    compression,
+    days,
+    event_line,
+    mode_label,
+    number,
+    parse_time,
+    patient_duration,
+    patient_seconds_until,
+    rate_bench,
+    rate_clinical,
+    settings_rows,
+    view,
+    when,
+)
+from rig.common.alarm_signals import SIGNALS, AlarmPriority
+
+__all__ = [
+    "DASH",
+    "TRAINING_NOTICE",
+    "BannerStyle",
+    "active_alarms",
+    "banner_style",
+    "banner_text",
+    "battery_text",
+    "compression",
+    "countdown",
+    "days",
+    "event_line",
+    "home_texts",
+    "mode_label",
+    "number",
+    "parse_time",
+    "patient_duration",
+    "patient_seconds_until",
+    "reservoir_fraction",
+    "settings_rows",
+    "view",
+    "when",
+]
 
 PRIORITIES = {p.value for p in AlarmPriority}
-TRAINING_NOTICE = "Training device — not for clinical use"
-DASH = "—"
-
-MODE_LABELS = {
-    "stopped": "Stopped",
-    "continuous": "Simple continuous",
-    "flex": "Flex",
-    "single_bolus": "Single bolus",
-    "periodic_bolus": "Periodic bolus",
-    "priming_bolus": "Priming bolus",
-    "bridge_bolus": "Bridge bolus",
-}
 
 # Screen colours for the catalogue's LED colour names: saturated, high contrast on black.
 COLOUR_RGBA = {
@@ -29,83 +58,6 @@ COLOUR_RGBA = {
     "cyan": (0.0, 0.8, 0.9, 1.0),
 }
 TEXT_ON_COLOUR = {"red": (1, 1, 1, 1), "yellow": (0, 0, 0, 1), "cyan": (0, 0, 0, 1)}
-
-
-def number(value: Any, digits: int = 1, unit: str = "") -> str:
-    """A number with *digits* decimals and a unit, or a dash when it is missing."""
-    if value is None or isinstance(value, bool):
-        return DASH
-    try:
-        text = f"{float(value):,.{digits}f}"
-    except (TypeError, ValueError):
-        return DASH
-    return f"{text} {unit}".rstrip()
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO timestamp from the API, or None."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-
-
-def when(value: Any) -> str:
-    """A patient-time timestamp as ``25 Dec 2025 14:00`` (dash when missing)."""
-    moment = parse_time(value)
-    return moment.strftime("%d %b %Y %H:%M") if moment else DASH
-
-
-def days(hours: Any) -> str:
-    """Hours as days (``30.0 days``), dash when never."""
-    if hours is None:
-        return DASH
-    return f"{float(hours) / 24:.1f} days"
-
-
-def compression(factor: Any) -> str:
-    """The time-compression factor and what one bench minute is worth."""
-    if not factor:
-        return "time ×?"
-    factor = float(factor)
-    patient_h_per_bench_min = factor / 60
-    return f"time ×{factor:g}  (1 bench min = {patient_h_per_bench_min:g} patient h)"
-
-
-def mode_label(mode: Any) -> str:
-    return MODE_LABELS.get(str(mode), str(mode) if mode else DASH)
-
-
-def view(status: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a status reply the screens show, flattened from the engine's ``therapy``.
-
-    Gives ``program`` (mode, drug, concentration, daily dose; None when no drug is programmed),
-    ``reservoir`` (state and forecast together), ``battery`` and ``patient_bolus`` (the
-    programmed patient-bolus block or None).
-    """
-    therapy = status.get("therapy") or {}
-    settings = therapy.get("settings") or {}
-    program = status.get("program")
-    if program is None and settings.get("drug"):
-        program = {
-            "mode": settings.get("mode"),
-            "drug": settings.get("drug"),
-            "concentration_ug_per_ml": settings.get("concentration_ug_per_ml"),
-            "dose_ug_per_day": settings.get("daily_dose_ug_per_day"),
-        }
-    reservoir = {
-        **(settings.get("reservoir") or {}),
-        **(therapy.get("reservoir") or {}),
-        **(status.get("reservoir") or {}),
-    }
-    return {
-        "program": program,
-        "reservoir": reservoir,
-        "battery": status.get("battery") or therapy.get("battery") or {},
-        "patient_bolus": settings.get("patient_bolus"),
-    }
 
 
 def home_texts(status: dict[str, Any]) -> dict[str, str]:
@@ -125,29 +77,14 @@ def home_texts(status: dict[str, Any]) -> dict[str, str]:
         "concentration": number(program.get("concentration_ug_per_ml"), 0, "µg/mL"),
         "mode": mode_label(program.get("mode")) if program else "No program",
         "dose": number(program.get("dose_ug_per_day", rates.get("dose_ug_per_day")), 1, "µg/day"),
-        "rate_clinical": (
-            f"{number(rates.get('dose_ug_per_day'), 1, 'µg/day')}   "
-            f"{number(rates.get('rate_ul_per_h'), 2, 'µL/h')}   "
-            f"{number(rates.get('rate_ml_per_day'), 3, 'mL/day')}"
-        ),
-        "rate_bench": (
-            f"bench {number(rates.get('bench_ul_per_min'), 2, 'µL/min')}   "
-            f"{number(rates.get('bench_steps_per_s'), 1, 'steps/s')}"
-        ),
+        "rate_clinical": rate_clinical(rates),
+        "rate_bench": rate_bench(rates),
         "reservoir": f"{number(volume, 2)} / {number(capacity, 0, 'mL')}",
         "to_low": f"{days(reservoir.get('hours_to_low'))} to low-reservoir alarm",
         "low_at": f"Low alarm {when(reservoir.get('low_alarm_at'))}",
         "empty_at": f"Empty {when(reservoir.get('empty_at'))}",
         "battery": battery_text(battery),
     }
-
-
-def battery_text(battery: dict[str, Any]) -> str:
-    state = str(battery.get("state") or DASH)
-    label = {"ok": "Battery OK", "eri": "Battery ERI", "end_of_service": "END OF SERVICE"}.get(
-        state, f"Battery {state}"
-    )
-    return f"{label} · ERI {when(battery.get('eri_at'))}"
 
 
 def reservoir_fraction(status: dict[str, Any]) -> tuple[float, float]:
@@ -201,53 +138,7 @@ def banner_text(alarms: list[dict[str, Any]]) -> str:
     return f"{top.get('priority', '').upper()}: {top.get('title') or top.get('code')}{more}"
 
 
-def bench_seconds_until(moment: Any, status: dict[str, Any]) -> float:
-    """Bench seconds from the status's patient time until a patient-time *moment* (0 if past)."""
-    target, now = parse_time(moment), parse_time(status.get("patient_time"))
-    factor = float(status.get("time_compression") or 1)
-    if target is None or now is None:
-        return 0.0
-    return max(0.0, (target - now).total_seconds() / factor)
-
-
-def event_line(event: dict[str, Any]) -> str:
-    """One line of the event log."""
-    at = when(event.get("at_utc") or event.get("at"))
-    role = f" [{event['role']}]" if event.get("role") else ""
-    text = event.get("message") or event.get("detail") or ""
-    return f"{at}  {event.get('kind', '')}{role}  {text}"
-
-
 def countdown(seconds: Any) -> str:
     """Seconds as ``m:ss``."""
     total = max(0, round(float(seconds or 0)))
     return f"{total // 60}:{total % 60:02d}"
-
-
-def settings_rows(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Finish screen rows (label, old, new) from two settings summaries of a proposal."""
-    old = old or {}
-
-    def forecast(summary: dict[str, Any], key: str) -> Any:
-        return (summary.get("reservoir") or {}).get(key)
-
-    rows = [
-        ("Mode", mode_label(old.get("mode")), mode_label(new.get("mode"))),
-        ("Drug", str(old.get("drug") or DASH), str(new.get("drug") or DASH)),
-    ]
-    for label, key, digits, unit in (
-        ("Concentration", "concentration_ug_per_ml", 0, "µg/mL"),
-        ("Daily dose", "daily_dose_ug_per_day", 1, "µg/day"),
-        ("Rate", "rate_ul_per_h", 2, "µL/h"),
-        ("Rate", "rate_ml_per_day", 3, "mL/day"),
-    ):
-        rows.append((label, number(old.get(key), digits, unit), number(new.get(key), digits, unit)))
-    rows.append(
-        (
-            "Low alarm",
-            when(forecast(old, "low_alarm_at")),
-            when(forecast(new, "low_alarm_at")),
-        )
-    )
-    rows.append(("Empty", when(forecast(old, "empty_at")), when(forecast(new, "empty_at"))))
-    return rows

@@ -266,11 +266,11 @@ class BolusScreen(FormScreen):
 
     def update(self, status: dict[str, Any]) -> None:
         self.patient_available = fmt.view(status)["patient_bolus"] is not None
-        wait_s = fmt.bench_seconds_until(self.next_allowed_at, status)
+        wait_s = fmt.patient_seconds_until(self.next_allowed_at, status)
         if not self.patient_available:
             self.patient_text = "Patient bolus\nnot programmed"
         elif wait_s > 0:
-            self.patient_text = f"Patient bolus\nlocked {fmt.countdown(wait_s)}"
+            self.patient_text = f"Patient bolus\nlocked {fmt.patient_duration(wait_s)}"
         else:
             self.patient_text = "Patient bolus"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from rig.client import RigClient
+from rig.client.http import RigClient
 
 log = logging.getLogger(__name__)
 

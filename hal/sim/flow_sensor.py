@@ -27,7 +27,11 @@ from sensirion_driver_adapters.i2c_adapter.i2c_channel import I2cChannel
 from sensirion_driver_adapters.mocks.i2c_connection_mock import I2cConnectionMock
 from sensirion_i2c_driver.errors import I2cNackError
 
-from hal.flow_sensor import SLF3S_I2C_ADDRESS, sf06_i2c_channel
+from hal.flow_sensor import (
+    SLF3S_0600F_FULL_SCALE_UL_PER_MIN,
+    SLF3S_I2C_ADDRESS,
+    sf06_i2c_channel,
+)
 
 CMD_START_H2O_CONTINUOUS = 0x3608
 CMD_STOP_CONTINUOUS = 0x3FF9
@@ -42,7 +46,6 @@ TEMPERATURE_COUNTS_PER_C = 200
 FIRST_RESULT_DELAY_S = 0.012
 #: Full scale assumed for the SLF3S-0600F (the vendor packages carry no range data; beyond it
 #: the high-flow flag is set). The raw int16 itself saturates at ±3276.8 µL/min.
-SLF3S_0600F_FULL_SCALE_UL_PER_MIN = 3250.0
 #: Product identifier of an SLF3S-0600F (family 0x070303, revision 0x01).
 SLF3S_0600F_PRODUCT_ID = 0x07030301
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.client import RigClient
-from rig.service_process import ServiceProcess, free_port
+from rig.client.http import RigClient
+from rig.client.launcher import ServiceProcess, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 EXAMPLES = PROJECT_DIR / "examples" / "programs"
@@ -65,7 +65,7 @@ def service(service_factory) -> TestService:
 
 
 def program_json(name: str) -> dict:
-    from rig.programs import load_program
+    from rig.therapy.drugs import load_program
 
     return load_program(EXAMPLES / f"{name}.toml").model_dump(mode="json")
 

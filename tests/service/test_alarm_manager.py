@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hal.devices import AlarmBuzzer, StatusLed
-from rig.alarm_manager import MAX_SILENCE_S, AlarmManager
-from rig.store import RigStore
+from rig.service.alarm_manager import MAX_SILENCE_S, AlarmManager
+from rig.service.books import RigStore
 from tests.manual_clock import ManualClock
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.auth import (
+from rig.service.auth import (
     DEFAULT_PINS,
     PERMISSIONS,
     Action,
@@ -26,7 +26,7 @@ from rig.auth import (
     validate_pin,
     verify_pin,
 )
-from rig.store import RigStore
+from rig.service.books import RigStore
 from tests.manual_clock import ManualClock
 
 IDLE_S = 600.0

@@ -27,7 +27,7 @@ def cli(service, monkeypatch, tmp_path, capsys):
 def test_program_propose_confirm_status_stop_start(cli):
     code, out, _ = cli("program", "propose", str(EXAMPLES / "continuous.toml"))
     assert code == 0
-    assert "25.000 µL/h" in out and "confirm with: itbrig program confirm" in out
+    assert "25.00 µL/h" in out and "confirm with: itbrig program confirm" in out
     code, out, _ = cli("program", "confirm")
     assert code == 0 and "state      running" in out
     code, out, _ = cli("status", "--json")
@@ -98,7 +98,7 @@ def test_serve_beyond_loopback_needs_explicit_option_and_token(capsys, monkeypat
 def test_access_token_is_required_on_every_request_when_set(tmp_path):
     import httpx
 
-    from rig.service_process import ServiceProcess
+    from rig.client.launcher import ServiceProcess
 
     args = ["--allow-remote", "--access-token", "s3cret-token"]
     with ServiceProcess(data_dir=tmp_path / "books", extra_args=args) as service:

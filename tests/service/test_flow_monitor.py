@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rig.flow_monitor import (
+from rig.service.flow_monitor import (
     AIR_IN_LINE,
     FLOW_WHILE_STOPPED,
     NO_FLOW,

@@ -29,9 +29,10 @@ def test_kill_9_at_random_instants_restarts_stopped_with_its_books(service_facto
     boluses_cut = 0
     for kill in range(KILLS):
         time.sleep(rng.uniform(0.2, 2.5))
-        bolus_running = False
+        bolus_id = None
         if kill % 3 == 0:
-            bolus_running = client.post("/api/bolus/patient")["granted"]
+            decision = client.post("/api/bolus/patient")
+            bolus_id = decision.get("bolus_id")
             time.sleep(rng.uniform(0.0, 0.2))  # the bolus lasts 0.42 bench s at x1440
         before = client.get("/api/status")
         steps_per_s = before["rates"]["bench_steps_per_s"]
@@ -54,11 +55,20 @@ def test_kill_9_at_random_instants_restarts_stopped_with_its_books(service_facto
         time.sleep(0.5)
         assert client.get("/api/bench")["steps_issued"] == 0
         assert client.post("/api/bolus/patient")["granted"] is False
+        recovery = client.get("/api/events", kind="recovery", limit=1000)[-1]
+        interrupted = recovery["detail"]["interrupted_bolus_ids"]
         resumed = client.post("/api/recovery/resume")
         assert resumed["state"] == "running"
-        # A bolus cut by the power loss is never delivered again: basal rate only.
-        assert resumed["therapy"]["rate_ul_per_h_now"] == pytest.approx(BASAL_UL_PER_H)
-        boluses_cut += bolus_running
+        assert resumed["rates"]["rate_ul_per_h"] == pytest.approx(BASAL_UL_PER_H)
+        time.sleep(0.5)  # longer than the cut bolus would have lasted
+        assert client.get("/api/boluses", state="active") == []
+        if bolus_id is not None:
+            # The bolus running at the kill is on the books as interrupted (or done, if it ended
+            # and was closed before the kill), and never runs again.
+            booked = next(b for b in client.get("/api/boluses") if b["id"] == bolus_id)
+            assert booked["state"] == ("interrupted" if bolus_id in interrupted else "done")
+            assert booked["delivered_ul"] <= booked["volume_ul"] + 1e-9
+            boluses_cut += bolus_id in interrupted
     assert boluses_cut >= 3
     events = client.get("/api/events", kind="recovery", limit=100)
     assert len(events) >= KILLS

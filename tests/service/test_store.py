@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from rig import store as store_module
-from rig.store import (
+from rig.service.books import (
     AlarmStateError,
     BolusState,
     BolusStateError,
@@ -27,6 +26,7 @@ from rig.store import (
     StateError,
     StorageError,
 )
+from rig.service.books import schema as books_schema
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 DAY_S = 86_400.0
@@ -111,7 +111,7 @@ def test_open_creates_directory_and_sets_durable_modes(store, db_path):
         "journal_mode": "wal",
         "synchronous": 2,  # FULL
         "foreign_keys": True,
-        "schema_version": store_module.SCHEMA_VERSION,
+        "schema_version": books_schema.SCHEMA_VERSION,
     }
     with raw_connection(db_path) as conn:  # WAL is a property of the file itself
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -123,13 +123,13 @@ def test_reopening_applies_no_migration_twice(db_path):
         pass
     with raw_connection(db_path) as conn:
         versions = conn.execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(v,) for v, _, _ in store_module._MIGRATIONS]
+    assert versions == [(v,) for v, _, _ in books_schema._MIGRATIONS]
 
 
 def test_failing_migration_applies_nothing(db_path, monkeypatch):
     broken = ((1, "two tables, the second broken", ("CREATE TABLE a (x)", "CREATE TABLE b (")),)
-    monkeypatch.setattr(store_module, "_MIGRATIONS", broken)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(books_schema, "_MIGRATIONS", broken)
+    monkeypatch.setattr(books_schema, "SCHEMA_VERSION", 1)
     with pytest.raises(StorageError, match="migrate"):
         RigStore.open(db_path)
     with raw_connection(db_path) as conn:
@@ -619,7 +619,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from datetime import UTC, datetime
-    from rig.store import RigStore
+    from rig.service.books import RigStore
 
     store = RigStore.open(sys.argv[1])
     store.mark_running()

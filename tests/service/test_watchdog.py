@@ -9,17 +9,26 @@ import time
 import pytest
 
 from hal.bench import build_bench
-from rig.config import load_config
-from rig.service import RigService
-from rig.store import RigStore
+from rig.service.books import RigStore
+from rig.service.config import load_config
+from rig.service.loop import RigService
 from tests.service.conftest import program_json, wait_for
+
+
+class StallableService(RigService):
+    """The rig service with a way to stall its delivery loop on purpose."""
+
+    def stall_loop(self, seconds: float) -> None:
+        """Hold the lock every loop tick needs, as a loop stuck in a slow call would."""
+        with self._lock:
+            time.sleep(seconds)
 
 
 @pytest.fixture
 def running_service(tmp_path):
     store = RigStore.open(tmp_path / "rig.db")
     bench = build_bench(load_config(), "sim")
-    service = RigService(bench, store, time_compression=1440.0)
+    service = StallableService(bench, store, time_compression=1440.0)
     service.start()
     yield service
     service.shutdown()
@@ -30,12 +39,12 @@ def running_service(tmp_path):
 @pytest.mark.timeout(60)
 def test_stalled_loop_disables_the_stepper_and_raises_a_high_alarm(running_service):
     service = running_service
-    from rig.programs import Program
+    from rig.therapy.programs import Program
 
     proposal = service.propose(Program.model_validate(program_json("continuous")))
     service.confirm(proposal.proposal_id, False, "clinician")
     assert wait_for(lambda: service.bench.drive.is_enabled, 2.0)
-    stall = threading.Thread(target=service.stall_loop_for_test, args=(2.0,))
+    stall = threading.Thread(target=service.stall_loop, args=(2.0,))
     stall.start()
     # Within the watchdog's limit (1 s) plus its polling period the motor is released.
     assert wait_for(lambda: not service.bench.drive.is_enabled, 1.8, period_s=0.02)

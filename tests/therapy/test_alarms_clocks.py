@@ -6,9 +6,16 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rig.alarms import CATALOGUE, SIGNALS, AlarmCode, AlarmPriority, alarm_spec, highest_priority
-from rig.clocks import Clock, RealClock, ScaledClock, VirtualClock
-from rig.errors import InputError
+from rig.common.inputs import InputError
+from rig.therapy.alarms import (
+    CATALOGUE,
+    SIGNALS,
+    AlarmCode,
+    AlarmPriority,
+    alarm_spec,
+    highest_priority,
+)
+from rig.therapy.clocks import Clock, RealClock, ScaledClock, VirtualClock
 
 START = datetime(2025, 1, 6)
 

@@ -9,13 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig.clocks import VirtualClock
-from rig.drugs import DEFAULT_DRUG_LIBRARY
-from rig.engine import ProposalError, TherapyEngine
-from rig.errors import InputError
-from rig.patient_bolus import BolusRefusal
-from rig.programs import load_program, parse_program
-from rig.reservoir import BatteryState, ReservoirState
+from rig.common.inputs import InputError
+from rig.therapy.clocks import VirtualClock
+from rig.therapy.drugs import DEFAULT_DRUG_LIBRARY, load_program, parse_program
+from rig.therapy.engine import ProposalError, TherapyEngine
+from rig.therapy.patient_bolus import BolusRefusal
+from rig.therapy.reservoir import BatteryState, ReservoirState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "programs"
 MONDAY = datetime(2025, 1, 6)

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rig.drugs import DEFAULT_DRUG_LIBRARY, check_program, load_drug_library
-from rig.errors import InputError
-from rig.programs import Program, load_program, parse_program
+from rig.common.inputs import InputError
+from rig.therapy.drugs import (
+    DEFAULT_DRUG_LIBRARY,
+    check_program,
+    load_drug_library,
+    load_program,
+    parse_program,
+)
+from rig.therapy.programs import Program
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "programs"

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rig.errors import InputError
-from rig.plan import build_plan, compile_regimen
-from rig.programs import parse_program
-from rig.reservoir import (
+from rig.common.inputs import InputError
+from rig.therapy.drugs import parse_program
+from rig.therapy.plan import build_plan, compile_regimen
+from rig.therapy.reservoir import (
     BatteryState,
     ReservoirState,
     battery_status,

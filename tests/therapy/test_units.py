@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from rig.units import (
+from rig.therapy.units import (
     ceil_after_hours,
     dose_ug,
     dose_ug_per_day,

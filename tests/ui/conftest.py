@@ -31,9 +31,9 @@ Config.set("input", "mouse", "")  # no desktop mouse provider: touches come from
 from kivy.base import EventLoop  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
 
+from tests.kiosk_touch import pump, tap, touch_at, wait_for  # noqa: E402
 from ui.app import KioskRoot, build_root  # noqa: E402
 from ui.controller import Controller  # noqa: E402
-from ui.driver import pump, tap, touch_at, wait_for  # noqa: E402
 
 SCREENS_DIR = Path(__file__).resolve().parents[2] / "test-artefacts" / "screens"
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kivy.uix.button import Button
 
-from rig.service_process import free_port
+from rig.client.launcher import free_port
 from ui import format as fmt
 from ui.controller import Controller
 from ui.screens import SCREENS

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rig.client import RigClient
-from rig.service_process import ServiceProcess
+from rig.client.http import RigClient
+from rig.client.launcher import ServiceProcess
 from ui import format as fmt
 from ui.app import KioskRoot, build_root
 from ui.controller import Controller

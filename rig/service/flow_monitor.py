@@ -26,15 +26,27 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-SECONDS_PER_MINUTE = 60.0
+from hal.flow_sensor import SLF3S_0600F_FULL_SCALE_UL_PER_MIN
+from rig.therapy.alarms import AlarmCode
+from rig.therapy.units import SECONDS_PER_MINUTE
 
-OVER_INFUSION = "over_infusion"
-RUNAWAY = "runaway"
-UNDER_INFUSION = "under_infusion"
-NO_FLOW = "no_flow"
-FLOW_WHILE_STOPPED = "flow_while_stopped"
-SENSOR_FAULT = "sensor_fault"
-AIR_IN_LINE = "air_in_line"
+OVER_INFUSION = AlarmCode.OVER_INFUSION
+RUNAWAY = AlarmCode.RUNAWAY
+UNDER_INFUSION = AlarmCode.UNDER_INFUSION
+NO_FLOW = AlarmCode.NO_FLOW
+FLOW_WHILE_STOPPED = AlarmCode.FLOW_WHILE_STOPPED
+SENSOR_FAULT = AlarmCode.SENSOR_FAULT
+AIR_IN_LINE = AlarmCode.AIR_IN_LINE
+FLOW_CONDITIONS = (
+    OVER_INFUSION,
+    RUNAWAY,
+    UNDER_INFUSION,
+    NO_FLOW,
+    FLOW_WHILE_STOPPED,
+    SENSOR_FAULT,
+    AIR_IN_LINE,
+)
+"""Every condition the monitor reports: each is the alarm code it raises."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,8 @@ class FlowLimits:
     """Mean flow that counts as flowing while the motor is stopped."""
     sensor_silent_bench_s: float = 1.0
     """Consecutive time without a valid reading that makes a sensor fault."""
-    sensor_range_ul_per_min: float = 3250.0
-    """Full scale of the SLF3S-0600F; readings beyond it are out of range."""
+    sensor_range_ul_per_min: float = SLF3S_0600F_FULL_SCALE_UL_PER_MIN
+    """Full scale of the flow sensor; readings beyond it are out of range."""
 
     def window_bench_s(self, time_compression: float) -> float:
         patient_s = self.window_patient_min * SECONDS_PER_MINUTE

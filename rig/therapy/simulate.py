@@ -19,22 +19,21 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, model_validator
 
-from hal.config import StrictModel
-from rig.alarms import AlarmCode, AlarmPriority, alarm_spec
-from rig.clocks import VirtualClock
-from rig.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning
-from rig.engine import TherapyEngine
-from rig.errors import InputError, describe_validation_error
-from rig.programs import Program, TimeOfDay, read_toml
-from rig.reservoir import (
+from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
+from rig.therapy.alarms import AlarmCode, AlarmPriority, alarm_spec
+from rig.therapy.clocks import VirtualClock
+from rig.therapy.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning
+from rig.therapy.engine import TherapyEngine
+from rig.therapy.programs import Program, TimeOfDay
+from rig.therapy.reservoir import (
     DEFAULT_CAPACITY_ML,
     DEFAULT_ERI_AGE_DAYS,
     DEFAULT_LOW_THRESHOLD_ML,
-    RESERVOIR_CAPACITIES_ML,
     BatteryState,
     ReservoirState,
+    check_reservoir_fits,
 )
-from rig.units import DAY, UL_PER_ML, hours, parse_hhmm
+from rig.therapy.units import DAY, UL_PER_ML, hours, parse_hhmm
 
 MAX_SIMULATION_DAYS = 3650.0
 DEFAULT_START = datetime(2025, 1, 6)  # a Monday, midnight
@@ -83,21 +82,10 @@ class SimulationSettings(StrictModel):
 
     @model_validator(mode="after")
     def _reservoir_fits(self) -> SimulationSettings:
-        if self.capacity_ml not in RESERVOIR_CAPACITIES_ML:
-            raise ValueError(
-                f"capacity_ml: {self.capacity_ml:g} mL is not a reservoir size; allowed "
-                + " or ".join(f"{c:g}" for c in RESERVOIR_CAPACITIES_ML)
-            )
-        if self.reservoir_ml is not None and self.reservoir_ml > self.capacity_ml:
-            raise ValueError(
-                f"reservoir_ml: {self.reservoir_ml:g} mL does not fit; allowed 0 to "
-                f"{self.capacity_ml:g} mL"
-            )
-        if self.low_threshold_ml >= self.capacity_ml:
-            raise ValueError(
-                f"low_threshold_ml: {self.low_threshold_ml:g} mL; allowed 0 to less than "
-                f"{self.capacity_ml:g} mL"
-            )
+        volume_ml = self.capacity_ml if self.reservoir_ml is None else self.reservoir_ml
+        check_reservoir_fits(
+            self.capacity_ml, volume_ml, self.low_threshold_ml, volume_name="reservoir_ml"
+        )
         return self
 
     def reservoir(self) -> ReservoirState:

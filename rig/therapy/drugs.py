@@ -22,9 +22,8 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, model_validator
 
-from hal.config import StrictModel
-from rig.errors import InputError, describe_validation_error
-from rig.programs import (
+from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
+from rig.therapy.programs import (
     BolusUg,
     BridgeBolusTherapy,
     ConcentrationUgPerMl,
@@ -32,11 +31,10 @@ from rig.programs import (
     FlexTherapy,
     PrimingBolusTherapy,
     Program,
-    read_toml,
     schedule_daily_total_ug,
 )
-from rig.reservoir import MAX_CAPACITY_ML
-from rig.units import UL_PER_ML, volume_ul
+from rig.therapy.reservoir import MAX_CAPACITY_ML
+from rig.therapy.units import UL_PER_ML, volume_ul
 
 
 class DrugEntry(StrictModel):
@@ -266,3 +264,24 @@ class _Checker:
                     f"{worst_ug:g} µg/day, above the soft limit of {soft:g} µg/day",
                 )
             )
+
+
+def parse_program(
+    data: object, source: str = "program", library: DrugLibrary | None = None
+) -> Program:
+    """Validate a parsed program document: schema first, then drug library and limits.
+
+    Raises :class:`InputError` with one line per problem. Soft-limit warnings are not errors here;
+    :meth:`rig.therapy.engine.TherapyEngine.propose` reports them.
+    """
+    try:
+        program = Program.model_validate(data)
+    except ValidationError as error:
+        raise InputError(describe_validation_error(error, source)) from None
+    check_program(program, library or DEFAULT_DRUG_LIBRARY, source=source)
+    return program
+
+
+def load_program(path: Path | str, library: DrugLibrary | None = None) -> Program:
+    """Load and validate a program file (TOML)."""
+    return parse_program(read_toml(path, "program file"), str(path), library)

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from hal.config import StrictModel
-from rig.errors import InputError
-from rig.units import UL_PER_ML, floor_to_minute, hours
+from rig.common.inputs import InputError, StrictModel
+from rig.therapy.units import UL_PER_ML, floor_to_minute, hours
 
 if TYPE_CHECKING:
-    from rig.plan import DeliveryPlan
+    from rig.therapy.plan import DeliveryPlan
 
 RESERVOIR_CAPACITIES_ML = (20.0, 40.0)
 MAX_CAPACITY_ML = max(RESERVOIR_CAPACITIES_ML)
@@ -33,6 +32,34 @@ EOS_AFTER_ERI_DAYS = 90.0
 VolumeMl = Annotated[float, Field(ge=0, le=MAX_CAPACITY_ML, allow_inf_nan=False)]
 
 
+def check_reservoir_fits(
+    capacity_ml: float,
+    volume_ml: float,
+    low_threshold_ml: float,
+    *,
+    volume_name: str = "volume_ml",
+) -> None:
+    """A reservoir of a real size holding what fits, with its low threshold below capacity.
+
+    ValueError names the field (*volume_name* for the volume, as the caller calls it).
+    """
+    if capacity_ml not in RESERVOIR_CAPACITIES_ML:
+        raise ValueError(
+            f"capacity_ml: {capacity_ml:g} mL is not a reservoir size; allowed "
+            + " or ".join(f"{c:g}" for c in RESERVOIR_CAPACITIES_ML)
+        )
+    if volume_ml > capacity_ml:
+        raise ValueError(
+            f"{volume_name}: {volume_ml:g} mL is more than the reservoir holds; allowed 0 to "
+            f"{capacity_ml:g} mL"
+        )
+    if low_threshold_ml >= capacity_ml:
+        raise ValueError(
+            f"low_threshold_ml: {low_threshold_ml:g} mL must be below the capacity; allowed 0 "
+            f"to less than {capacity_ml:g} mL"
+        )
+
+
 class ReservoirState(StrictModel):
     """The drug reservoir: capacity (20 or 40 mL), current volume and low-reservoir threshold."""
 
@@ -42,21 +69,7 @@ class ReservoirState(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ReservoirState:
-        if self.capacity_ml not in RESERVOIR_CAPACITIES_ML:
-            raise ValueError(
-                f"capacity_ml must be one of {', '.join(f'{c:g}' for c in RESERVOIR_CAPACITIES_ML)}"
-                f" mL, got {self.capacity_ml:g}"
-            )
-        if self.volume_ml > self.capacity_ml:
-            raise ValueError(
-                f"volume_ml {self.volume_ml:g} is more than the reservoir holds; allowed 0 to "
-                f"{self.capacity_ml:g} mL"
-            )
-        if self.low_threshold_ml >= self.capacity_ml:
-            raise ValueError(
-                f"low_threshold_ml {self.low_threshold_ml:g} must be below the capacity; allowed 0 "
-                f"to less than {self.capacity_ml:g} mL"
-            )
+        check_reservoir_fits(self.capacity_ml, self.volume_ml, self.low_threshold_ml)
         return self
 
     @property

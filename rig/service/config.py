@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, ValidationError
 
-from hal.config import HardwareConfig, StrictModel
-from rig.errors import InputError, describe_validation_error
+from hal.config import HardwareConfig
+from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
 
-DEFAULT_CONFIG_PATH = Path(__file__).with_name("rig.toml")
+DEFAULT_CONFIG_PATH = Path(__file__).parents[1] / "rig.toml"
 
 
 class TherapyConfig(StrictModel):
@@ -37,12 +36,4 @@ def parse_config(data: dict, source: str = "config") -> RigConfig:
 def load_config(path: Path | str | None = None) -> RigConfig:
     """Load and validate a config file (the shipped default when *path* is None)."""
     config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        text = config_path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{config_path}: cannot read config file ({error.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{config_path}: not valid TOML ({error})") from None
-    return parse_config(data, str(config_path))
+    return parse_config(read_toml(config_path, "config file"), str(config_path))

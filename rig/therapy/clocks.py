@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from rig.errors import InputError
+from rig.common.inputs import InputError
 
 
 @runtime_checkable

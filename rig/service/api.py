@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hmac
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
@@ -23,7 +24,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from hal.config import Fraction, StrictModel
 from hal.sim.bench import LeakFraction
-from rig.auth import (
+from rig.common.inputs import InputError
+from rig.service.auth import (
     Action,
     Authenticator,
     BadPin,
@@ -34,11 +36,10 @@ from rig.auth import (
     UnknownSession,
     permits,
 )
-from rig.engine import ProposalError
-from rig.errors import InputError
-from rig.programs import Program
-from rig.service import RigService, StateConflict
-from rig.store import StorageError
+from rig.service.books import StorageError
+from rig.service.loop import RigService, StateConflict
+from rig.therapy.engine import ProposalError
+from rig.therapy.programs import Program
 
 TELEMETRY_PERIOD_S = 0.2
 SQLITE_MAX_INTEGER = 2**63 - 1
@@ -150,7 +151,15 @@ def create_app(
 
         return dependency
 
-    def audited(role: Role, action: str, request: Any, call) -> Any:
+    def audited(
+        role: Role,
+        action: str,
+        request: Any,
+        call: Callable[[], Any],
+        refused: Callable[[Any], str | None] = lambda _result: None,
+    ) -> Any:
+        """Run *call* and audit it: rejected with the message when it raises (the HTTP error
+        follows) or when *refused* finds a refusal in its answer, else ok."""
         body = request.model_dump(mode="json") if hasattr(request, "model_dump") else request
         try:
             result = call()
@@ -163,7 +172,14 @@ def create_app(
                 action, role=role.value, request=body, outcome="rejected", detail=message
             )
             raise HTTPException(status, message) from None
-        service.store.add_audit(action, role=role.value, request=body, outcome="ok")
+        refusal = refused(result)
+        service.store.add_audit(
+            action,
+            role=role.value,
+            request=body,
+            outcome="ok" if refusal is None else "rejected",
+            detail=refusal or "",
+        )
         return result
 
     deps = [Depends(check_access)]
@@ -252,7 +268,13 @@ def create_app(
     def patient_bolus(
         role: Annotated[Role, Depends(require(Action.PATIENT_BOLUS))],
     ) -> dict[str, Any]:
-        return audited(role, "bolus.patient", {}, service.request_patient_bolus)
+        return audited(
+            role,
+            "bolus.patient",
+            {},
+            lambda: service.request_patient_bolus(role.value),
+            refused=lambda decision: None if decision["granted"] else decision["message"],
+        )
 
     @app.get("/api/alarms", dependencies=deps)
     def alarms() -> dict[str, Any]:
@@ -301,6 +323,14 @@ def create_app(
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         return service.store.events(since_id=since_id, kind=kind, limit=limit)
+
+    @app.get("/api/boluses", dependencies=deps)
+    def boluses(
+        state: Literal["pending", "active", "done", "cancelled", "interrupted"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Boluses on the books, newest first: kind, state, volume and delivered volume."""
+        return service.store.boluses(state=state, limit=limit)
 
     @app.get("/api/bench", dependencies=deps)
     def bench() -> dict[str, Any]:

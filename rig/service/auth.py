@@ -206,7 +206,7 @@ def verify_pin(pin: str, stored: PinHash) -> bool:
 
 
 class PinStore(Protocol):
-    """Where PIN hashes persist (``rig.store.RigStore`` is one)."""
+    """Where PIN hashes persist (``rig.service.books.RigStore`` is one)."""
 
     def load_pin_hash(self, role: str) -> tuple[str, bytes, bytes] | None: ...
 

@@ -2,7 +2,7 @@
 
 The engine holds an :class:`EngineState` that describes the pump as of ``updated_at`` (program,
 reservoir, battery, patient boluses, active alarms, delivered totals) and the
-:class:`~rig.plan.DeliveryPlan` that follows from it. Time passing is accounted exactly by
+:class:`~rig.therapy.plan.DeliveryPlan` that follows from it. Time passing is accounted exactly by
 :meth:`TherapyEngine.advance` (alarm crossings get their exact patient time, however late the call
 comes). Every change is two-step: :meth:`~TherapyEngine.propose` shows old and new settings side by
 side and changes nothing; :meth:`~TherapyEngine.confirm` applies a proposal as a whole, unless the
@@ -22,8 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError
 
-from hal.config import StrictModel
-from rig.alarms import (
+from rig.common.inputs import InputError, StrictModel, describe_validation_error
+from rig.therapy.alarms import (
     CATALOGUE,
     AlarmCode,
     AlarmPriority,
@@ -31,10 +31,9 @@ from rig.alarms import (
     alarm_spec,
     highest_priority,
 )
-from rig.clocks import Clock
-from rig.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning, check_program
-from rig.errors import InputError, describe_validation_error
-from rig.patient_bolus import (
+from rig.therapy.clocks import Clock
+from rig.therapy.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning, check_program
+from rig.therapy.patient_bolus import (
     BolusRefusal,
     allowed_per_24h,
     earliest_allowed,
@@ -42,7 +41,7 @@ from rig.patient_bolus import (
     starts_in_window,
     window_refusal,
 )
-from rig.plan import (
+from rig.therapy.plan import (
     PHASE_BASAL,
     PHASE_PATIENT_BOLUS,
     PHASE_PERIODIC_BOLUS,
@@ -53,8 +52,8 @@ from rig.plan import (
     build_plan,
     compile_regimen,
 )
-from rig.programs import PatientBolus, Program
-from rig.reservoir import (
+from rig.therapy.programs import PatientBolus, Program
+from rig.therapy.reservoir import (
     EMPTY_ML,
     BatteryState,
     BatteryStatus,
@@ -63,7 +62,7 @@ from rig.reservoir import (
     battery_status,
     forecast_reservoir,
 )
-from rig.units import DAY, UL_PER_ML, ml_per_day, rate_ul_per_h, volume_ul
+from rig.therapy.units import DAY, UL_PER_ML, ml_per_day, rate_ul_per_h, volume_ul
 
 # Conditions the engine owns: raised and cleared only by the engine's own bookkeeping.
 ENGINE_ALARMS = frozenset(

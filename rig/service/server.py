@@ -12,12 +12,12 @@ from pathlib import Path
 import uvicorn
 
 from hal.bench import build_bench
-from rig.api import create_app
-from rig.auth import Authenticator
-from rig.config import load_config
-from rig.errors import InputError
-from rig.service import RigService
-from rig.store import RigStore
+from rig.common.inputs import InputError
+from rig.service.api import create_app
+from rig.service.auth import Authenticator
+from rig.service.books import RigStore
+from rig.service.config import load_config
+from rig.service.loop import RigService
 
 DEFAULT_PORT = 8470
 DEFAULT_DATA_DIR = Path("data")

@@ -21,16 +21,23 @@ from hal.balance import BalanceError
 from hal.bench import Bench
 from hal.config import HardwareConfig
 from hal.flow_sensor import FlowSensorError
-from rig.alarm_manager import AlarmManager
-from rig.alarms import AlarmCode, alarm_spec
-from rig.clocks import ScaledClock
-from rig.engine import ENGINE_ALARMS, EngineEvent, Proposal, TherapyEngine
-from rig.errors import InputError
-from rig.flow_monitor import FlowLimits, FlowMonitor
-from rig.plan import bench_steps_per_s
-from rig.programs import Program
-from rig.reservoir import RefillVerdict, refill_verdict
-from rig.store import RigStore, RunState
+from rig.common.inputs import InputError
+from rig.service.alarm_manager import AlarmManager
+from rig.service.books import RigStore, RunState
+from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
+from rig.therapy.alarms import AlarmCode, alarm_spec
+from rig.therapy.clocks import ScaledClock
+from rig.therapy.engine import (
+    ENGINE_ALARMS,
+    EngineEvent,
+    GrantedBolus,
+    Proposal,
+    TherapyEngine,
+)
+from rig.therapy.plan import bench_steps_per_s
+from rig.therapy.programs import Program
+from rig.therapy.reservoir import RefillVerdict, refill_verdict
+from rig.therapy.units import ul_per_min, volume_ul
 
 log = logging.getLogger("itbrig.service")
 
@@ -41,16 +48,6 @@ WATCHDOG_LIMIT_S = 1.0
 ENGINE_STATE_KEY = "engine_state"
 PATIENT_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 """Patient time of a fresh install (a Monday morning)."""
-
-FLOW_CONDITIONS = (
-    AlarmCode.OVER_INFUSION,
-    AlarmCode.RUNAWAY,
-    AlarmCode.UNDER_INFUSION,
-    AlarmCode.NO_FLOW,
-    AlarmCode.FLOW_WHILE_STOPPED,
-    AlarmCode.SENSOR_FAULT,
-    AlarmCode.AIR_IN_LINE,
-)
 
 
 def flow_limits_for(config: HardwareConfig) -> FlowLimits:
@@ -97,8 +94,10 @@ class RigService:
         *,
         time_compression: float,
         notify: Callable[[str], None] | None = None,
+        bench_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bench = bench
+        self._bench_clock = bench_clock
         self.store = store
         self._notify = notify or (lambda _message: None)
         self._lock = threading.RLock()
@@ -109,7 +108,7 @@ class RigService:
         patient_epoch = PATIENT_EPOCH
         if saved is not None:
             patient_epoch = datetime.fromisoformat(saved["updated_at"])
-        self.clock = ScaledClock(time_compression, patient_epoch)
+        self.clock = ScaledClock(time_compression, patient_epoch, monotonic=bench_clock)
         if saved is None:
             self.engine = TherapyEngine.new(self.clock)
         else:
@@ -124,13 +123,15 @@ class RigService:
         self._ledger_steps = bench.stepper.steps_issued
         self._ledger_at = datetime.now(UTC)
         self._ledger_patient_s = self._patient_s()
-        self._ledger_due_s = time.monotonic() + LEDGER_PERIOD_S
+        self._ledger_due_s = self._bench_clock() + LEDGER_PERIOD_S
         self._sensor_due_s = 0.0
         self._commanded_steps_per_s = 0.0
-        self.heartbeat_s = time.monotonic()
+        self.heartbeat_s = self._bench_clock()
         self._loop: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._pending_refill: RefillVerdict | None = None
+        self._virtual_tick_s: float | None = None
+        self._booked_boluses: dict[str, int] = {}  # engine bolus start → books' bolus id
         if store.reservoir() is None:
             reservoir = self.engine.state.reservoir
             store.fill_reservoir(
@@ -149,15 +150,19 @@ class RigService:
                 "delivered per the ledger; review and resume",
                 patient_s=self._patient_s(),
             )
+        for row in store.boluses(state="active"):  # still running after a clean restart
+            self._booked_boluses[row["params"]["start"]] = row["id"]
         store.mark_running()
         self._save_engine()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the delivery loop and the watchdog."""
+    def start(self, *, threads: bool = True) -> None:
+        """Start the delivery loop and the watchdog (``threads=False``: :meth:`run_virtual`)."""
         self.bench.drive.energise()
         self.bench.flow_sensor.start()
+        if not threads:
+            return
         self._loop = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._loop.start()
@@ -181,13 +186,33 @@ class RigService:
 
     def _run(self) -> None:
         while not self._stop_event.is_set():
-            started = time.monotonic()
-            try:
-                self._tick(started)
-            except Exception:  # the loop must survive anything; the watchdog sees a stall
-                log.exception("delivery loop tick failed")
-            self.heartbeat_s = time.monotonic()
+            started = self._bench_clock()
+            self._run_tick(started)
             self._stop_event.wait(max(0.0, LOOP_PERIOD_S - (self.heartbeat_s - started)))
+
+    def _run_tick(self, now_s: float) -> None:
+        try:
+            self._tick(now_s)
+        except Exception:  # the loop must survive anything; the watchdog sees a stall
+            log.exception("delivery loop tick failed")
+        self.heartbeat_s = self._bench_clock()
+
+    def run_virtual(self, until_s: float, set_clock: Callable[[float], None]) -> None:
+        """Run the delivery loop without threads up to bench second *until_s*.
+
+        For a bench on a virtual clock (``build_bench(clock=..., start_stepper=False)``):
+        *set_clock* moves that clock; the step generator issues every step at its exact time and
+        the loop ticks every :data:`LOOP_PERIOD_S`, as the threads would in real time.
+        """
+        next_tick_s = self._virtual_tick_s
+        if next_tick_s is None:
+            next_tick_s = self._bench_clock()
+        while next_tick_s <= until_s:
+            self.bench.stepper.run_until(next_tick_s, set_clock)
+            self._run_tick(next_tick_s)
+            next_tick_s += LOOP_PERIOD_S
+        self._virtual_tick_s = next_tick_s
+        self.bench.stepper.run_until(until_s, set_clock)
 
     def _tick(self, now_s: float) -> None:
         with self._lock:
@@ -237,7 +262,7 @@ class RigService:
             self.bench.stepper.stop()
             self.bench.drive.release()  # a stopped pump holds no current: nothing can drive it
         self._commanded_steps_per_s = steps_per_s
-        self.flow_monitor.set_rate(steps_per_s * self.ul_per_step * 60, now_s)
+        self.flow_monitor.set_rate(ul_per_min(steps_per_s, self.ul_per_step), now_s)
 
     def _read_flow(self, now_s: float) -> None:
         steps = self.bench.stepper.steps_issued
@@ -261,7 +286,7 @@ class RigService:
         telemetry.patient_time = self.engine.state.updated_at.isoformat()
         telemetry.expected_ul_per_min = status.expected_ul_per_min
         telemetry.measured_ul_per_min = status.measured_ul_per_min
-        telemetry.commanded_ul_per_min = self._commanded_steps_per_s * self.ul_per_step * 60
+        telemetry.commanded_ul_per_min = ul_per_min(self._commanded_steps_per_s, self.ul_per_step)
         telemetry.steps = steps
         telemetry.state = self.state_name
 
@@ -309,29 +334,105 @@ class RigService:
                 self.engine.clear_alarm(alarm.code)
 
     def _stop_motor(self) -> None:
-        self._command_rate(0.0, time.monotonic())
+        self._command_rate(0.0, self._bench_clock())
 
     # -- books ------------------------------------------------------------------------------------
 
     def _patient_s(self) -> float:
-        return (self.clock.now() - PATIENT_EPOCH).total_seconds()
+        return self._patient_s_at(self.clock.now())
+
+    @staticmethod
+    def _patient_s_at(moment: datetime) -> float:
+        return (moment - PATIENT_EPOCH).total_seconds()
 
     def _commit_ledger(self) -> None:
         steps_now = self.bench.stepper.steps_issued
-        steps = steps_now - self._ledger_steps
-        patient_end_s = self._patient_s()
-        if steps < 0:
-            steps = 0
+        steps = max(0, steps_now - self._ledger_steps)
+        patient_end_s = max(self._patient_s(), self._ledger_patient_s)
+        volume_ul = steps * self.ul_per_step
+        bolus_id, bolus_ul = self._bolus_share(self._ledger_patient_s, patient_end_s, volume_ul)
         self.store.record_delivery(
             start_at=self._ledger_at,
             patient_start_s=self._ledger_patient_s,
-            patient_end_s=max(patient_end_s, self._ledger_patient_s),
+            patient_end_s=patient_end_s,
             steps=steps,
-            basal_ul=steps * self.ul_per_step,
+            basal_ul=volume_ul - bolus_ul,
+            bolus_ul=bolus_ul,
+            bolus_id=bolus_id,
         )
         self._ledger_steps = steps_now
         self._ledger_at = datetime.now(UTC)
-        self._ledger_patient_s = max(patient_end_s, self._ledger_patient_s)
+        self._ledger_patient_s = patient_end_s
+        self._close_patient_boluses()
+
+    # -- patient boluses on the books ---------------------------------------------------------
+
+    def _running_patient_bolus(self) -> tuple[int, GrantedBolus] | None:
+        """The patient bolus the books hold as active, with the engine's record of it."""
+        for granted in self.engine.state.patient_boluses:
+            bolus_id = self._booked_boluses.get(granted.start.isoformat())
+            if bolus_id is not None:
+                return bolus_id, granted
+        return None
+
+    def _bolus_share(
+        self, patient_start_s: float, patient_end_s: float, volume_ul: float
+    ) -> tuple[int | None, float]:
+        """(bolus id, µL of *volume_ul* that the running patient bolus delivered in the span)."""
+        running = self._running_patient_bolus()
+        if running is None:
+            return None, 0.0
+        bolus_id, granted = running
+        start_s = self._patient_s_at(granted.start)
+        end = (
+            granted.end if granted.cancelled_at is None else min(granted.end, granted.cancelled_at)
+        )
+        overlap_s = min(patient_end_s, self._patient_s_at(end)) - max(patient_start_s, start_s)
+        if overlap_s <= 0:
+            return bolus_id, 0.0
+        bolus_ul_per_s = self._patient_bolus_volume_ul(granted) / (granted.duration_min * 60)
+        return bolus_id, min(volume_ul, overlap_s * bolus_ul_per_s)
+
+    def _patient_bolus_volume_ul(self, granted: GrantedBolus) -> float:
+        program = self.engine.state.program
+        concentration = program.concentration_ug_per_ml if program else 0.0
+        return volume_ul(granted.dose_ug, concentration) if concentration else 0.0
+
+    def _book_patient_bolus(self, role: str) -> int:
+        """A granted patient bolus goes on the books as active at once."""
+        granted = self.engine.state.patient_boluses[-1]
+        bolus_id = self.store.request_bolus(
+            "patient",
+            self._patient_bolus_volume_ul(granted),
+            role=role,
+            patient_s=self._patient_s(),
+            params={
+                "start": granted.start.isoformat(),
+                "dose_ug": granted.dose_ug,
+                "duration_min": granted.duration_min,
+            },
+        )
+        self.store.start_bolus(bolus_id, role=role, patient_s=self._patient_s())
+        self._booked_boluses[granted.start.isoformat()] = bolus_id
+        return bolus_id
+
+    def _close_patient_boluses(self) -> None:
+        """Books' active patient boluses that the engine has ended or cancelled: done/cancelled."""
+        now = self.engine.state.updated_at
+        for granted in self.engine.state.patient_boluses:
+            key = granted.start.isoformat()
+            bolus_id = self._booked_boluses.get(key)
+            if bolus_id is None:
+                continue
+            if granted.cancelled_at is not None:
+                self.store.cancel_bolus(
+                    bolus_id, patient_s=self._patient_s(), reason="delivery stopped"
+                )
+            elif granted.end <= now:
+                self.store.finish_bolus(bolus_id, patient_s=self._patient_s())
+            else:
+                continue
+            del self._booked_boluses[key]
 
     def _save_engine(self) -> None:
         self.store.set_state({ENGINE_STATE_KEY: self.engine.to_dict()})
@@ -340,14 +441,14 @@ class RigService:
         """After any state change: commit the books at once."""
         self._commit_ledger()
         self._save_engine()
-        self._apply_rate(time.monotonic())
+        self._apply_rate(self._bench_clock())
 
     # -- watchdog -------------------------------------------------------------------------------
 
     def _watch(self) -> None:
         tripped = False
         while not self._stop_event.wait(0.2):
-            stalled_s = time.monotonic() - self.heartbeat_s
+            stalled_s = self._bench_clock() - self.heartbeat_s
             if stalled_s > WATCHDOG_LIMIT_S and not tripped:
                 tripped = True
                 self.bench.drive.release()  # first: the motor can no longer move
@@ -360,11 +461,6 @@ class RigService:
                 tripped = False
                 with self._lock:
                     self._set_condition(AlarmCode.WATCHDOG, False)
-
-    def stall_loop_for_test(self, seconds: float) -> None:
-        """Hold the delivery loop's lock (a stalled loop), for the watchdog's tests."""
-        with self._lock:
-            time.sleep(seconds)
 
     # -- commands (called by the API) -------------------------------------------------------
 
@@ -427,16 +523,20 @@ class RigService:
             self.engine.resume()
             self._changed()
 
-    def request_patient_bolus(self) -> dict[str, Any]:
+    def request_patient_bolus(self, role: str = "trainee") -> dict[str, Any]:
         with self._lock:
             if self.alarms.blocks_bolus():
                 active = ", ".join(self.alarms.active_codes)
                 return {"granted": False, "reason": "alarm_active",
                         "message": f"refused: alarm active ({active})"}  # fmt: skip
+            self._commit_ledger()  # what came before the bolus is basal
             decision = self.engine.request_patient_bolus()
             self._forward_engine_events(self.engine.pop_events())
+            answer = decision.model_dump(mode="json")
+            if decision.granted:
+                answer["bolus_id"] = self._book_patient_bolus(role)
             self._changed()
-            return decision.model_dump(mode="json")
+            return answer
 
     def acknowledge(self, alarm_id: int | None, role: str) -> list[int]:
         with self._lock:
@@ -500,9 +600,9 @@ class RigService:
         with self._lock:
             self.engine.advance()
             now = self.engine.state.updated_at
-            self.clock = ScaledClock(factor, now)
+            self.clock = ScaledClock(factor, now, monotonic=self._bench_clock)
             self.engine.clock = self.clock
-            self.flow_monitor.set_time_compression(factor, time.monotonic())
+            self.flow_monitor.set_time_compression(factor, self._bench_clock())
             self._changed()
 
     def status(self) -> dict[str, Any]:
@@ -522,7 +622,7 @@ class RigService:
                     "dose_ug_per_day": therapy.settings.daily_dose_ug_per_day,
                     "rate_ul_per_h": rate_ul_per_h,
                     "rate_ml_per_day": rate_ul_per_h * 24 / 1000,
-                    "bench_ul_per_min": self._commanded_steps_per_s * self.ul_per_step * 60,
+                    "bench_ul_per_min": ul_per_min(self._commanded_steps_per_s, self.ul_per_step),
                     "bench_steps_per_s": self._commanded_steps_per_s,
                 },
                 "alarms": [

@@ -5,8 +5,8 @@ switches). An alarm is *active* from the moment its condition appears until the 
 gone **and** someone has acknowledged it (latching), so a trainee always sees what happened.
 Non-latched alarms (a refused bolus) are annunciated once and go to the history.
 
-Signals follow IEC 60601-1-8 as the alarm catalogue gives them (``rig.alarms.SIGNALS``), highest
-active priority wins: high = 10-pulse burst every 5 s and red LED flashing 2.1 Hz; medium =
+Signals follow IEC 60601-1-8 as ``rig.common.alarm_signals.SIGNALS`` gives them, highest active
+priority wins: high = 10-pulse burst every 5 s and red LED flashing 2.1 Hz; medium =
 3-pulse burst every 10 s, yellow flashing 0.6 Hz; low = one 2-pulse burst, cyan steady.
 Silencing pauses the sound for at most 2 minutes, then it re-arms; a new alarm of higher
 priority sounds at once. Alarms can never be disabled.
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rig.alarms import SIGNALS, AlarmPriority, AlarmSpec, alarm_spec, highest_priority
-from rig.store import RigStore
+from rig.service.books import RigStore
+from rig.therapy.alarms import SIGNALS, AlarmPriority, AlarmSpec, alarm_spec, highest_priority
 
 MAX_SILENCE_S = 120.0
 REPEAT_S: dict[AlarmPriority, float | None] = {

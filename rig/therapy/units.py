@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 UL_PER_ML = 1000.0
 HOURS_PER_DAY = 24.0
 MINUTES_PER_HOUR = 60.0
+SECONDS_PER_MINUTE = 60.0
 MINUTES_PER_DAY = 1440
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -56,6 +57,11 @@ def volume_ul(dose_ug: float, concentration_ug_per_ml: float) -> float:
 def dose_ug(volume_ul_: float, concentration_ug_per_ml: float) -> float:
     """Dose (µg) held in a volume at a concentration."""
     return volume_ul_ / UL_PER_ML * concentration_ug_per_ml
+
+
+def ul_per_min(steps_per_s: float, ul_per_step: float) -> float:
+    """Bench flow of a step rate."""
+    return steps_per_s * ul_per_step * SECONDS_PER_MINUTE
 
 
 def hours(delta: timedelta) -> float:

@@ -15,8 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rig.client import RigClient, ServiceRejected, ServiceUnreachable
-from rig.errors import InputError
+from rig.client.format import (
+    DASH,
+    battery_text,
+    compression,
+    event_line,
+    mode_label,
+    number,
+    rate_bench,
+    rate_clinical,
+    settings_rows,
+    view,
+    when,
+)
+from rig.client.http import RigClient, ServiceRejected, ServiceUnreachable
+from rig.common.inputs import InputError, read_toml
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,24 +55,24 @@ def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> N
 
 
 def _status_text(status: dict[str, Any]) -> str:
-    therapy = status["therapy"]
-    settings = therapy["settings"]
-    rates = status["rates"]
-    reservoir = therapy["reservoir"]
-    forecast = settings["reservoir"]
+    shown = view(status)
+    program = shown["program"] or {}
+    reservoir = shown["reservoir"]
     lines = [
         status["training_notice"],
-        f"state      {status['state']}  (x{status['time_compression']:g} time compression, "
-        f"patient time {status['patient_time']})",
-        f"program    {settings['mode']}  {settings['drug'] or '-'}  "
-        f"{settings['concentration_ug_per_ml'] or 0:g} µg/mL  "
-        f"{settings['daily_dose_ug_per_day']:g} µg/day",
-        f"rate now   {rates['rate_ul_per_h']:.2f} µL/h  ({rates['rate_ml_per_day']:.3f} mL/day); "
-        f"bench {rates['bench_ul_per_min']:.1f} µL/min, {rates['bench_steps_per_s']:.1f} steps/s",
-        f"reservoir  {reservoir['volume_ml']:.3f} of {reservoir['capacity_ml']:g} mL; "
-        f"low alarm {forecast['low_alarm_at'] or 'never'}; empty {forecast['empty_at'] or 'never'}",
-        f"battery    {therapy['battery']['state']}",
-        f"delivered  {status['delivered']['volume_ml']:.4f} mL by the ledger "
+        f"state      {status['state']}  ({compression(status['time_compression'])}, "
+        f"patient time {when(status['patient_time'])})",
+        f"program    {mode_label(program.get('mode'))}  {program.get('drug') or DASH}  "
+        f"{number(program.get('concentration_ug_per_ml'), 0, 'µg/mL')}  "
+        f"{number(program.get('dose_ug_per_day'), 1, 'µg/day')}",
+        f"rate now   {rate_clinical(status['rates'])}",
+        f"           {rate_bench(status['rates'])}",
+        f"reservoir  {number(reservoir.get('volume_ml'), 3)} of "
+        f"{number(reservoir.get('capacity_ml'), 0, 'mL')}; "
+        f"low alarm {when(reservoir.get('low_alarm_at'))}; "
+        f"empty {when(reservoir.get('empty_at'))}",
+        f"battery    {battery_text(shown['battery'])}",
+        f"delivered  {number(status['delivered']['volume_ml'], 4, 'mL')} by the ledger "
         f"({status['delivered']['steps']} steps)",
     ]
     for alarm in status["alarms"]:
@@ -77,33 +90,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_program_propose(args: argparse.Namespace) -> int:
-    from rig.programs import load_program
-
-    program = load_program(args.file)
+    program = read_toml(args.file, "program file")  # the service validates it and names each field
     with _client(args, login=True) as client:
-        proposal = client.post("/api/program/propose", {"program": program.model_dump(mode="json")})
+        proposal = client.post("/api/program/propose", {"program": program})
     path = last_proposal_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(proposal["proposal_id"])
 
     def text(p: dict[str, Any]) -> str:
-        rows = [f"{'':18}{'old':>14}{'new':>14}"]
-        for key, unit in (
-            ("mode", ""),
-            ("daily_dose_ug_per_day", "µg/day"),
-            ("rate_ml_per_day", "mL/day"),
-            ("rate_ul_per_h", "µL/h"),
-        ):
-            old, new = p["old"][key], p["new"][key]
-            fmt = (lambda v: f"{v:.3f}") if isinstance(new, float) else str
-            rows.append(f"{key:18}{fmt(old):>14}{fmt(new):>14} {unit}")
-        rows.append(
-            f"{'low alarm at':18}{p['old']['reservoir']['low_alarm_at']!s:>26}  "
-            f"{p['new']['reservoir']['low_alarm_at']}"
-        )
-        rows += [f"WARNING: {w['message']}" for w in p["warnings"]]
-        rows.append(f"confirm with: itbrig program confirm {p['proposal_id']}")
-        return "\n".join(rows)
+        rows = settings_rows(p["old"], p["new"])
+        width = max(len(label) for label, _old, _new in rows) + 2
+        lines = [f"{'':{width}}{'old':>24}{'new':>24}"]
+        lines += [f"{label:{width}}{old:>24}{new:>24}" for label, old, new in rows]
+        lines += [f"WARNING: {w['message']}" for w in p["warnings"]]
+        lines.append(f"confirm with: itbrig program confirm {p['proposal_id']}")
+        return "\n".join(lines)
 
     _print(args, proposal, text)
     return EXIT_OK
@@ -171,9 +172,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     _print(
         args,
         events,
-        lambda rows: "\n".join(
-            f"{e['id']:>5} {e['at_utc']} {e['kind']:>9}  {e['message']}" for e in rows
-        ),
+        lambda rows: "\n".join(f"{e['id']:>5} {event_line(e)}" for e in rows),
     )
     return EXIT_OK
 

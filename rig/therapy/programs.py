@@ -3,23 +3,18 @@
 A program names the drug and its concentration and one ``mode``; priming and bridge boluses carry
 the program that follows them in ``then``. The same schema serves program files (TOML) and the
 HTTP API (JSON): ``Program.model_json_schema()``. Limits that depend on the drug library or on the
-reservoir are checked by :func:`rig.drugs.check_program`; :func:`parse_program` runs both.
+reservoir are checked by :func:`rig.therapy.drugs.check_program`;
+:func:`rig.therapy.drugs.parse_program` runs both.
 """
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, RootModel, ValidationError, model_validator
+from pydantic import AfterValidator, Field, RootModel, model_validator
 
-from hal.config import StrictModel
-from rig.errors import InputError, describe_validation_error
-from rig.units import MINUTES_PER_DAY, WEEKDAYS, parse_hhmm
-
-if TYPE_CHECKING:
-    from rig.drugs import DrugLibrary
+from rig.common.inputs import StrictModel
+from rig.therapy.units import MINUTES_PER_DAY, WEEKDAYS, parse_hhmm
 
 MAX_FLEX_STEPS = 13
 MAX_DOSE_UG_PER_DAY = 100_000.0
@@ -350,39 +345,3 @@ class Program(RootModel[Annotated[AnyProgram, Field(discriminator="mode")]]):
     def daily_totals_ug(self) -> dict[str, float]:
         """Programmed daily total (µg) of each weekday."""
         return {day: self.root.daily_total_ug(day) for day in WEEKDAYS}
-
-
-def parse_program(
-    data: object, source: str = "program", library: DrugLibrary | None = None
-) -> Program:
-    """Validate a parsed program document: schema first, then drug library and limits.
-
-    Raises :class:`InputError` with one line per problem. Soft-limit warnings are not errors here;
-    :meth:`rig.engine.TherapyEngine.propose` reports them.
-    """
-    from rig.drugs import DEFAULT_DRUG_LIBRARY, check_program
-
-    try:
-        program = Program.model_validate(data)
-    except ValidationError as error:
-        raise InputError(describe_validation_error(error, source)) from None
-    check_program(program, library or DEFAULT_DRUG_LIBRARY, source=source)
-    return program
-
-
-def read_toml(path: Path | str, what: str) -> dict:
-    """Read a TOML file; unreadable or malformed files raise :class:`InputError`."""
-    file_path = Path(path)
-    try:
-        text = file_path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{file_path}: cannot read {what} ({error.strerror})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{file_path}: not valid TOML ({error})") from None
-
-
-def load_program(path: Path | str, library: DrugLibrary | None = None) -> Program:
-    """Load and validate a program file (TOML)."""
-    return parse_program(read_toml(path, "program file"), str(path), library)

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 
-from hal.pins import default_hal_kind
-
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -25,11 +23,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def pi_hardware_present() -> bool:
-    """True on a Raspberry Pi, where the rig service runs on its own (systemd, real bench)."""
-    return default_hal_kind() == "gpio"
 
 
 class ServiceProcess:

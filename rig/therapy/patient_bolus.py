@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rig.programs import PatientBolus
-from rig.units import DAY
+from rig.therapy.programs import PatientBolus
+from rig.therapy.units import DAY
 
 
 class BolusRefusal(StrEnum):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rig.programs import (
+from rig.therapy.programs import (
     BasalTherapy,
     BridgeBolusTherapy,
     FlexTherapy,
@@ -32,7 +32,7 @@ from rig.programs import (
     SingleBolusTherapy,
     StoppedTherapy,
 )
-from rig.units import (
+from rig.therapy.units import (
     DAY,
     MINUTES_PER_HOUR,
     after_hours,
