@@ -132,9 +132,7 @@ def build_bench(
         if balance is not None:
             stack.callback(balance.close)
 
-        stepper = _build_stepper(
-            kind, drive, clock, config.drive.step_spin_us / 1e6, config.drive.step_pulse_us
-        )
+        stepper = _build_stepper(kind, drive, clock, config)
         stack.callback(stepper.close)
         if start_stepper and isinstance(stepper, SoftwareStepGenerator):
             stepper.start()
@@ -191,11 +189,18 @@ def _build_simulated_instruments(
 
 
 def _build_stepper(
-    kind: HalKind, drive: SyringeDrive, clock: Clock | None, spin_s: float, pulse_us: float
+    kind: HalKind, drive: SyringeDrive, clock: Clock | None, config: HardwareConfig
 ) -> StepGenerator:
     """lgpio's C pulse trains where the pins are lgpio's, else the software generator."""
+    drive_config = config.drive
+    max_rate = drive_config.max_rate_steps_per_s
     if kind == "gpio" and type(drive.pin_factory).__name__ == "LGPIOFactory":
-        return LgpioStepGenerator(drive, pulse_us=pulse_us)
-    if clock is not None:
-        return SoftwareStepGenerator(drive, clock=clock, spin_s=spin_s)
-    return SoftwareStepGenerator(drive, spin_s=spin_s)
+        return LgpioStepGenerator(
+            drive, pulse_us=drive_config.step_pulse_us, max_rate_steps_per_s=max_rate
+        )
+    return SoftwareStepGenerator(
+        drive,
+        clock=clock or time.monotonic,  # the service's bench clock: step times come from it
+        spin_s=drive_config.step_spin_us / 1e6,
+        max_rate_steps_per_s=max_rate,
+    )

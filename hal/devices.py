@@ -52,16 +52,18 @@ class SyringeDrive(CompositeDevice):
         if microstepping not in MICROSTEP_TABLES[driver]:
             allowed = sorted(MICROSTEP_TABLES[driver])
             raise ValueError(f"{driver} cannot microstep by {microstepping}; allowed {allowed}")
+        # ENABLE first and released: the motor cannot move before anyone asks it to. It is not a
+        # member of the composite, so that closing the drive leaves it driven (see close()).
+        self.enable = DigitalOutputDevice(
+            enable_pin, active_high=False, initial_value=False, pin_factory=pin_factory
+        )
         super().__init__(
             step=DigitalOutputDevice(step_pin, pin_factory=pin_factory),
             direction=DigitalOutputDevice(dir_pin, initial_value=True, pin_factory=pin_factory),
-            enable=DigitalOutputDevice(
-                enable_pin, active_high=False, initial_value=False, pin_factory=pin_factory
-            ),
             m0=DigitalOutputDevice(microstep_pins[0], pin_factory=pin_factory),
             m1=DigitalOutputDevice(microstep_pins[1], pin_factory=pin_factory),
             m2=DigitalOutputDevice(microstep_pins[2], pin_factory=pin_factory),
-            _order=("step", "direction", "enable", "m0", "m1", "m2"),
+            _order=("step", "direction", "m0", "m1", "m2"),
             pin_factory=pin_factory,
         )
         for device, level in zip(
@@ -96,6 +98,21 @@ class SyringeDrive(CompositeDevice):
     def release(self) -> None:
         """De-energise the motor (ENABLE high): the plunger can no longer be driven."""
         self.enable.off()
+
+    def close(self) -> None:
+        """Close the drive with ENABLE driven to "released", never floating.
+
+        A DRV8825 pulls a floating ENABLE low, which would energise the motor. So the ENABLE line
+        stays claimed as an output at its released level until the process ends (a pull-up on
+        the board holds it after that, see docs/hardware.md); :meth:`free_enable` gives it back.
+        """
+        if not self.enable.closed:
+            self.enable.off()
+        super().close()
+
+    def free_enable(self) -> None:
+        """Give the ENABLE line back (a new drive object is to take it over)."""
+        self.enable.close()
 
     @property
     def direction_name(self) -> Direction:

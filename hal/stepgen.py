@@ -21,7 +21,9 @@ import ctypes
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from hal.devices import Direction, SyringeDrive
@@ -44,6 +46,34 @@ def reduce_timer_slack() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """Equally spaced infusing steps: step numbers *first* to *last* (inclusive; None: no end),
+    step *first* due at clock second *first_due_s*, each next one *period_s* later."""
+
+    first: int
+    last: int | None
+    first_due_s: float
+    period_s: float
+
+    def covers(self, step: int) -> bool:
+        return step >= self.first and (self.last is None or step <= self.last)
+
+    def due_s(self, step: int) -> float:
+        return self.first_due_s + (step - self.first) * self.period_s
+
+
+class StepTargets(Protocol):
+    """Where the motor should be when: the step times a caller derives from its own truth.
+
+    Step numbers count infusing steps as the generator does (:attr:`steps_issued` + 1 is the next
+    one). The generator asks for the run that contains a step and keeps it until it is used up.
+    """
+
+    def run_from(self, step: int) -> StepRun | None:
+        """The run that contains *step*, or None when it is never due (stopped)."""
+
+
 class StepGenerator(Protocol):
     """What the rig needs from a step generator, whichever backend issues the pulses."""
 
@@ -58,7 +88,17 @@ class StepGenerator(Protocol):
     def heartbeat_s(self) -> float:
         """Clock time at which the step loop last ran (for the watchdog)."""
 
+    @property
+    def alive(self) -> bool:
+        """False once the step thread has died (an uncaught error) or was closed."""
+
     def set_rate(self, steps_per_s: float) -> None: ...
+
+    def follow(self, targets: StepTargets | None) -> None:
+        """Issue each step at the time *targets* gives (None: no further step)."""
+
+    def next_due_s(self) -> float | None:
+        """Clock second at which the next step is due (None: none is)."""
 
     def stop(self) -> None: ...
 
@@ -102,6 +142,13 @@ class StepSchedule:
         self.rate_steps_per_s = 0.0
         self.target_steps = None
 
+    def restart(self, now_s: float) -> None:
+        """Stopped at *now_s*, with nothing owed: the steps issued are where the schedule is."""
+        self._ideal_at_segment_start = float(self.steps_issued)
+        self._segment_start_s = now_s
+        self.rate_steps_per_s = 0.0
+        self.target_steps = None
+
     def next_deadline(self) -> float | None:
         """Clock time at which the next step is due, or None when stopped or the target is met."""
         if self.target_steps is not None and self.steps_issued >= self.target_steps:
@@ -141,10 +188,15 @@ class SoftwareStepGenerator:
         clock: Clock = time.perf_counter,
         spin_s: float = 0.0,
         record_lateness: bool = False,
+        max_rate_steps_per_s: float = math.inf,
     ) -> None:
         self._drive = drive
         self._clock = clock
         self._spin_s = spin_s
+        self._min_period_s = 1.0 / max_rate_steps_per_s
+        self._targets: StepTargets | None = None
+        self._step_run: StepRun | None = None
+        self._last_pulse_s = -math.inf
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._move_done = threading.Event()
@@ -167,11 +219,22 @@ class SoftwareStepGenerator:
 
     @property
     def rate_steps_per_s(self) -> float:
+        """The step rate now: the schedule's, or the run being followed."""
+        run = self._step_run
+        if self._targets is not None:
+            return 0.0 if run is None or run.period_s <= 0 else 1.0 / run.period_s
         return self._schedule.rate_steps_per_s
 
     @property
     def steps_issued(self) -> int:
         return self._schedule.steps_issued - self._withdrawn
+
+    @property
+    def alive(self) -> bool:
+        """The step thread runs (always True for a generator driven by :meth:`run_until`)."""
+        if self._closed:
+            return False
+        return self._thread is None or self._thread.is_alive()
 
     @property
     def steps_withdrawn(self) -> int:
@@ -186,14 +249,36 @@ class SoftwareStepGenerator:
         with self._lock:
             if self._withdrawing:
                 raise RuntimeError("a withdraw move is running; stop it before infusing")
-            self._schedule.set_rate(steps_per_s, self._clock())
+            now = self._clock()
+            if self._targets is not None:
+                self._targets = self._step_run = None
+                self._schedule.restart(now)
+            self._schedule.set_rate(steps_per_s, now)
             self._drive.point("infuse")
         self._wake.set()
+
+    def follow(self, targets: StepTargets | None) -> None:
+        """Infuse each step at the time *targets* gives it, from the next step on (None: stop).
+
+        Steps already due are issued at once, no faster than the drive's maximum rate.
+        """
+        with self._lock:
+            if self._withdrawing:
+                raise RuntimeError("a withdraw move is running; stop it before infusing")
+            self._schedule.restart(self._clock())
+            self._targets, self._step_run = targets, None
+            self._drive.point("infuse")
+        self._wake.set()
+
+    def next_due_s(self) -> float | None:
+        with self._lock:
+            return self._next_deadline()
 
     def stop(self) -> None:
         """Stop at once: no further pulse after this returns."""
         with self._lock:
             self._schedule.stop(self._clock())
+            self._targets = self._step_run = None
             self._withdrawing = False
             self._drive.point("infuse")
             self._move_done.set()
@@ -210,6 +295,7 @@ class SoftwareStepGenerator:
         with self._lock:
             schedule = self._schedule
             schedule.stop(self._clock())
+            self._targets = self._step_run = None
             direction: Direction = "withdraw" if withdraw else "infuse"
             self._drive.point(direction)
             self._withdrawing = withdraw
@@ -232,9 +318,27 @@ class SoftwareStepGenerator:
 
     # -- issuing ------------------------------------------------------------------------------
 
+    def _next_deadline(self) -> float | None:
+        """When the next step is due (lock held): from the targets followed, else the schedule."""
+        targets = self._targets
+        if targets is None:
+            deadline = self._schedule.next_deadline()
+        else:
+            step = self.steps_issued + 1
+            run = self._step_run
+            if run is None or not run.covers(step):
+                run = self._step_run = targets.run_from(step)
+            if run is None:
+                return None
+            deadline = run.due_s(step)
+        if deadline is None:
+            return None
+        return max(deadline, self._last_pulse_s + self._min_period_s)
+
     def _issue(self, deadline_s: float, now_s: float) -> None:
         """Pulse once; called with the lock held."""
         self._drive.pulse()
+        self._last_pulse_s = now_s
         schedule = self._schedule
         schedule.steps_issued += 1
         if self._withdrawing:
@@ -256,7 +360,7 @@ class SoftwareStepGenerator:
         issued = 0
         with self._lock:
             while True:
-                deadline = self._schedule.next_deadline()
+                deadline = self._next_deadline()
                 if deadline is None or deadline > until_s:
                     break
                 if set_clock is not None:
@@ -277,7 +381,7 @@ class SoftwareStepGenerator:
             with self._lock:
                 # Issue under the lock, against the schedule as it is now: no pulse can follow
                 # a stop() or a rate change that made it no longer due.
-                deadline = self._schedule.next_deadline()
+                deadline = self._next_deadline()
                 if deadline is not None and deadline <= now:
                     self._issue(deadline, now)
                     continue
@@ -298,18 +402,44 @@ class SoftwareStepGenerator:
                 pass
 
 
-class LgpioStepGenerator:
-    """Hardware-assisted STEP pulses: lgpio's C thread times chunks of pulses.
+class ConstantRate:
+    """Step targets at a constant rate from a given step and instant (a plain ``set_rate``)."""
 
-    Each chunk covers about :attr:`CHUNK_S` of the schedule; its pulse count is the number of
-    ideal step crossings in that span and its (integer µs) period spreads them over it, so
-    rounding in one chunk is corrected by the next. Up to :attr:`QUEUE_AHEAD` chunks are queued.
-    ``steps_issued`` counts the chunks completed plus the elapsed part of the running chunk.
+    def __init__(self, first_step: int, now_s: float, steps_per_s: float) -> None:
+        if not math.isfinite(steps_per_s) or steps_per_s < 0:
+            raise ValueError(
+                f"step rate must be a finite number >= 0 steps/s (delivery never reverses), "
+                f"not {steps_per_s!r}"
+            )
+        self._run = (
+            StepRun(first_step, None, now_s + 1.0 / steps_per_s, 1.0 / steps_per_s)
+            if steps_per_s > 0
+            else None
+        )
+
+    def run_from(self, step: int) -> StepRun | None:
+        return self._run if self._run is not None and self._run.covers(step) else None
+
+
+class LgpioStepGenerator:
+    """STEP pulse trains timed by lgpio's C thread (software-timed in C, not by hardware).
+
+    A Python thread hands lgpio one short pulse train ("chunk") at a time, each covering about
+    :attr:`CHUNK_S` of the step targets: the steps due in that span, evenly spaced, no faster than
+    the drive allows. Pulse times are therefore good to about one chunk; counts are exact.
+
+    Counting: lgpio reports how much room its queue has (``tx_room``). A chunk counts as issued
+    once it has left the queue, so :attr:`steps_issued` never runs ahead of the pin and never goes
+    back; it lags the pin by at most the chunks still queued. A :meth:`stop` cancels the queue at
+    once (the caller releases the driver first): the chunk that was running counts in full, the
+    ones not yet started not at all.
     """
 
-    CHUNK_S = 0.05
+    CHUNK_S = 0.02
     QUEUE_AHEAD = 2
+    """Chunks in lgpio's queue at most (the running one included)."""
     MIN_PERIOD_US = 20
+    POLL_S = CHUNK_S / 2
 
     def __init__(
         self,
@@ -319,6 +449,8 @@ class LgpioStepGenerator:
         chip_handle: int | None = None,
         clock: Clock = time.monotonic,
         pulse_us: float = 2.0,
+        max_rate_steps_per_s: float = 1e6 / MIN_PERIOD_US,
+        start_thread: bool = True,
     ) -> None:
         if lgpio_module is None:
             import lgpio as lgpio_module  # Pi only
@@ -331,86 +463,141 @@ class LgpioStepGenerator:
         self._handle = chip_handle
         self._clock = clock
         self._pulse_us = max(1, round(pulse_us))
+        self._min_period_us = max(self.MIN_PERIOD_US, math.ceil(1e6 / max_rate_steps_per_s))
         self._lock = threading.Lock()
-        self._schedule = StepSchedule(clock())
-        self._queued: list[tuple[float, float, int]] = []  # (start_s, end_s, pulses)
-        self._queued_until_s = clock()
+        self._capacity = lgpio_module.tx_room(chip_handle, self._gpio_number, lgpio_module.TX_PWM)
+        self._sent: deque[int] = deque()  # pulses of each chunk handed over, not yet finished
         self._completed = 0
+        self._handed = 0
+        self._queued_until_s = clock()
+        self._targets: StepTargets | None = None
+        self._step_run: StepRun | None = None
         self._closed = False
         self.heartbeat_s = clock()
-        self._thread = threading.Thread(target=self._run, name="lgpio-steps", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if start_thread:
+            self._thread = threading.Thread(target=self._loop, name="lgpio-steps", daemon=True)
+            self._thread.start()
 
     @property
     def rate_steps_per_s(self) -> float:
-        return self._schedule.rate_steps_per_s
+        run = self._step_run
+        return 0.0 if run is None or run.period_s <= 0 else 1.0 / run.period_s
 
     @property
     def steps_issued(self) -> int:
         with self._lock:
-            return self._completed + self._running_chunk_progress(self._clock())
+            self._retire_finished()
+            return self._completed
 
-    def _running_chunk_progress(self, now_s: float) -> int:
-        for start_s, end_s, pulses in self._queued:
-            if start_s <= now_s < end_s:
-                return min(pulses, int((now_s - start_s) / (end_s - start_s) * pulses))
-        return 0
-
-    def _retire_chunks(self, now_s: float) -> None:
-        while self._queued and self._queued[0][1] <= now_s:
-            self._completed += self._queued.pop(0)[2]
+    @property
+    def alive(self) -> bool:
+        return not self._closed and (self._thread is None or self._thread.is_alive())
 
     def set_rate(self, steps_per_s: float) -> None:
+        """Infuse at a constant rate from now on (0 stops after the queued chunks)."""
         with self._lock:
-            now = self._clock()
-            self._cancel_queue(now)
-            self._schedule.set_rate(steps_per_s, now)
+            targets = ConstantRate(self._handed + 1, self._clock(), steps_per_s)
+        self.follow(targets)
+
+    def follow(self, targets: StepTargets | None) -> None:
+        """Follow new step targets from the next chunk on; queued chunks still run out."""
+        with self._lock:
+            self._targets, self._step_run = targets, None
             self._drive.point("infuse")
 
-    def stop(self) -> None:
+    def next_due_s(self) -> float | None:
         with self._lock:
-            now = self._clock()
-            self._cancel_queue(now)
-            self._schedule.stop(now)
+            self._retire_finished()
+            if self._sent:
+                return self._clock()  # a chunk is on its way
+            if self._targets is None:
+                return None
+            run = self._targets.run_from(self._handed + 1)
+            return None if run is None else run.due_s(self._handed + 1)
 
-    def _cancel_queue(self, now_s: float) -> None:
-        """Stop the C pulse train; book what it had already issued."""
-        self._lgpio.tx_pulse(self._handle, self._gpio_number, 0, 0)
-        self._retire_chunks(now_s)
-        self._completed += self._running_chunk_progress(now_s)
-        self._queued.clear()
-        self._schedule.steps_issued = self._completed
-        self._queued_until_s = now_s
+    def stop(self) -> None:
+        """Cancel lgpio's queue now; the running chunk counts in full, the queued ones not."""
+        with self._lock:
+            self._targets = self._step_run = None
+            self._lgpio.tx_pulse(self._handle, self._gpio_number, 0, 0)
+            self._retire_finished()
+            if self._sent:
+                self._completed += self._sent[0]  # it was running: count it in full
+            self._sent.clear()
+            self._handed = self._completed
+            self._queued_until_s = self._clock()
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def _retire_finished(self) -> None:
+        """Chunks that have left lgpio's queue are issued (lock held)."""
+        room = self._lgpio.tx_room(self._handle, self._gpio_number, self._lgpio.TX_PWM)
+        still_queued = max(0, self._capacity - room)
+        while len(self._sent) > still_queued:
+            self._completed += self._sent.popleft()
+
+    def _due_before(self, first_step: int, end_s: float, limit: int) -> tuple[int, float | None]:
+        """Steps from *first_step* on due before *end_s* (at most *limit*), and the first's time."""
+        count, first_due = 0, None
+        step = first_step
+        while count < limit:
+            run = self._step_run
+            if run is None or not run.covers(step):
+                targets = self._targets
+                run = self._step_run = None if targets is None else targets.run_from(step)
+            if run is None:
+                break
+            due = run.due_s(step)
+            if due >= end_s:
+                break
+            if first_due is None:
+                first_due = due
+            if run.period_s <= 0:
+                taken = limit - count
+            else:
+                last = math.ceil((end_s - due) / run.period_s)  # steps of this run before end
+                taken = min(limit - count, last)
+                if run.last is not None:
+                    taken = min(taken, run.last - step + 1)
+            count += taken
+            step += taken
+        return count, first_due
 
     def _queue_chunk(self, now_s: float) -> bool:
-        schedule = self._schedule
+        """Hand lgpio the next chunk if any step is due in it (lock held); True if one was."""
         start_s = max(self._queued_until_s, now_s)
-        if schedule.rate_steps_per_s <= 0:
+        end_s = start_s + self.CHUNK_S
+        limit = max(1, int(self.CHUNK_S * 1e6 // self._min_period_us))
+        pulses, first_due = self._due_before(self._handed + 1, end_s, limit)
+        if pulses <= 0 or first_due is None:
             return False
-        end_s = start_s + max(self.CHUNK_S, 1.0 / schedule.rate_steps_per_s)
-        pulses = schedule.steps_due(end_s)
-        if pulses <= 0:
-            return False
-        period_us = max(self.MIN_PERIOD_US, round((end_s - start_s) * 1e6 / pulses))
+        span_us = (end_s - max(start_s, min(first_due, end_s))) * 1e6
+        period_us = max(self._min_period_us, round(span_us / pulses))
         on_us = min(self._pulse_us, period_us // 2)
         self._lgpio.tx_pulse(self._handle, self._gpio_number, on_us, period_us - on_us, 0, pulses)
-        actual_end_s = start_s + pulses * period_us / 1e6
-        self._queued.append((start_s, actual_end_s, pulses))
-        schedule.steps_issued += pulses
-        self._queued_until_s = actual_end_s
+        self._sent.append(pulses)
+        self._handed += pulses
+        self._queued_until_s = start_s + pulses * period_us / 1e6
         return True
 
-    def _run(self) -> None:
+    def service(self, now_s: float) -> None:
+        """Retire finished chunks and keep the queue topped up (one pass of the thread)."""
+        with self._lock:
+            self._retire_finished()
+            if not self._sent:
+                self._queued_until_s = max(self._queued_until_s, now_s)
+            while len(self._sent) < self.QUEUE_AHEAD and self._queue_chunk(now_s):
+                pass
+        self.heartbeat_s = now_s
+
+    def _loop(self) -> None:
         while not self._closed:
-            now = self._clock()
-            self.heartbeat_s = now
-            with self._lock:
-                self._retire_chunks(now)
-                while len(self._queued) < self.QUEUE_AHEAD and self._queue_chunk(now):
-                    pass
-            time.sleep(self.CHUNK_S / 2)
+            self.service(self._clock())
+            time.sleep(self.POLL_S)
 
     def close(self) -> None:
         self.stop()
         self._closed = True
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hal.balance import BalanceError
@@ -25,8 +25,9 @@ from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
 from rig.service.books import RigStore, RunState
 from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
+from rig.service.motion import BenchLimits, Motion
 from rig.therapy.alarms import AlarmCode, alarm_spec
-from rig.therapy.clocks import ScaledClock
+from rig.therapy.clocks import PacedClock
 from rig.therapy.engine import (
     ENGINE_ALARMS,
     EngineEvent,
@@ -34,10 +35,10 @@ from rig.therapy.engine import (
     Proposal,
     TherapyEngine,
 )
-from rig.therapy.plan import bench_steps_per_s
+from rig.therapy.plan import build_plan, compile_regimen
 from rig.therapy.programs import Program
 from rig.therapy.reservoir import RefillVerdict, refill_verdict
-from rig.therapy.units import ul_per_min, volume_ul
+from rig.therapy.units import MINUTES_PER_HOUR, volume_ul
 
 log = logging.getLogger("itbrig.service")
 
@@ -45,6 +46,14 @@ LOOP_PERIOD_S = 0.05
 SENSOR_PERIOD_S = 0.1
 LEDGER_PERIOD_S = 1.0
 WATCHDOG_LIMIT_S = 1.0
+PEAK_RATE_HORIZON = timedelta(days=8)
+"""How far ahead a proposed program is scanned for its highest rate (a week and a day)."""
+WATCHDOG_POLL_S = 0.2
+STEP_THREAD_LIMIT_S = 2.0
+"""The step thread wakes every 50 ms even when idle; silent this long, it has stalled."""
+MIN_STEP_TOLERANCE = 10
+STEP_TOLERANCE_S = 1.0
+"""The motor may lag or lead its step targets by this much (or the minimum) before a trip."""
 ENGINE_STATE_KEY = "engine_state"
 PATIENT_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 """Patient time of a fresh install (a Monday morning)."""
@@ -80,6 +89,8 @@ class Telemetry:
     measured_ul_per_min: float | None = None
     sensor_ul_per_min: float | None = None
     commanded_ul_per_min: float = 0.0
+    time_compression_nominal: float = 0.0
+    time_compression_effective: float = 0.0
     steps: int = 0
     state: str = "stopped"
 
@@ -95,6 +106,7 @@ class RigService:
         time_compression: float,
         notify: Callable[[str], None] | None = None,
         bench_clock: Callable[[], float] = time.monotonic,
+        max_bench_flow_ul_per_min: float | None = None,
     ) -> None:
         self.bench = bench
         self._bench_clock = bench_clock
@@ -108,24 +120,34 @@ class RigService:
         patient_epoch = PATIENT_EPOCH
         if saved is not None:
             patient_epoch = datetime.fromisoformat(saved["updated_at"])
-        self.clock = ScaledClock(time_compression, patient_epoch, monotonic=bench_clock)
+        self.limits = BenchLimits.from_config(bench.config, max_bench_flow_ul_per_min)
+        self.clock = PacedClock(
+            time_compression,
+            patient_epoch,
+            max_bench_ul_per_min=self.limits.max_ul_per_min,
+            monotonic=bench_clock,
+        )
         if saved is None:
             self.engine = TherapyEngine.new(self.clock)
         else:
             self.engine = TherapyEngine.from_dict(saved, self.clock)
+        self.clock.rate_at = self._plan_rate_at  # the patient clock is paced by the plan in force
+        self.motion = Motion(bench, self.clock, self.engine)
         self.alarms = AlarmManager(
             store, bench.buzzer, bench.led, on_stop_delivery=lambda _code: self._stop_motor()
         )
         self.flow_monitor = FlowMonitor(
-            self.ul_per_step, time_compression, flow_limits_for(bench.config)
+            self.ul_per_step, self.clock.time_compression, flow_limits_for(bench.config)
         )
+        self._monitored_ul_per_min = 0.0
         self.telemetry = Telemetry()
         self._ledger_steps = bench.stepper.steps_issued
         self._ledger_at = datetime.now(UTC)
         self._ledger_patient_s = self._patient_s()
         self._ledger_due_s = self._bench_clock() + LEDGER_PERIOD_S
         self._sensor_due_s = 0.0
-        self._commanded_steps_per_s = 0.0
+        self._failed_ticks = 0
+        self._watchdog_tripped = False
         self.heartbeat_s = self._bench_clock()
         self._loop: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
@@ -158,8 +180,11 @@ class RigService:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, *, threads: bool = True) -> None:
-        """Start the delivery loop and the watchdog (``threads=False``: :meth:`run_virtual`)."""
-        self.bench.drive.energise()
+        """Start the delivery loop and the watchdog (``threads=False``: :meth:`run_virtual`).
+
+        The driver stays released until a step is due.
+        """
+        self.bench.drive.release()
         self.bench.flow_sensor.start()
         if not threads:
             return
@@ -193,8 +218,11 @@ class RigService:
     def _run_tick(self, now_s: float) -> None:
         try:
             self._tick(now_s)
-        except Exception:  # the loop must survive anything; the watchdog sees a stall
-            log.exception("delivery loop tick failed")
+        except Exception:  # the loop must survive anything: the watchdog sees it fail
+            self._failed_ticks += 1
+            log.exception("delivery loop tick failed (%d in a row)", self._failed_ticks)
+            return
+        self._failed_ticks = 0
         self.heartbeat_s = self._bench_clock()
 
     def run_virtual(self, until_s: float, set_clock: Callable[[float], None]) -> None:
@@ -210,6 +238,7 @@ class RigService:
         while next_tick_s <= until_s:
             self.bench.stepper.run_until(next_tick_s, set_clock)
             self._run_tick(next_tick_s)
+            self._watchdog_check(next_tick_s)
             next_tick_s += LOOP_PERIOD_S
         self._virtual_tick_s = next_tick_s
         self.bench.stepper.run_until(until_s, set_clock)
@@ -220,7 +249,8 @@ class RigService:
             # advanced the engine.
             self.engine.advance()
             self._forward_engine_events(self.engine.pop_events())
-            self._apply_rate(now_s)
+            self._follow_plan(now_s)
+            self._check_motor(now_s)
             if now_s >= self._sensor_due_s:
                 self._sensor_due_s = now_s + SENSOR_PERIOD_S
                 self._check_switches()
@@ -235,34 +265,35 @@ class RigService:
 
     @property
     def is_delivering(self) -> bool:
-        return self._commanded_steps_per_s > 0
+        return self.motion.steps_per_s > 0
 
-    def _target_steps_per_s(self) -> float:
+    def _plan_rate_at(self, moment: datetime) -> tuple[float, datetime | None]:
         plan = self.engine.plan
-        rate_ul_per_h = plan.rate_ul_per_h(self.engine.state.updated_at)
-        if self.engine.state.halted or rate_ul_per_h <= 0:
-            return 0.0
-        return bench_steps_per_s(rate_ul_per_h, self.ul_per_step, self.clock.time_compression)
+        return plan.rate_ul_per_h(moment), plan.next_change_after(moment)
 
-    def _apply_rate(self, now_s: float) -> None:
-        target = self._target_steps_per_s()
-        if target != self._commanded_steps_per_s:
-            max_rate = self.bench.config.drive.max_rate_steps_per_s
-            if target > max_rate:
-                log.warning("step rate %.0f/s above the drive maximum; capped", target)
-                target = max_rate
-            self._command_rate(target, now_s)
+    def _follow_plan(self, now_s: float) -> None:
+        """The motor on the plan in force; the flow monitor told what the bench now runs."""
+        self.motion.follow(self.engine)
+        self.motion.power(now_s)
+        factor = self.clock.factor_at(self.engine.state.updated_at)
+        if factor != self.flow_monitor.time_compression:
+            self.flow_monitor.set_time_compression(factor, now_s)
+        flow = self.motion.bench_ul_per_min
+        if flow != self._monitored_ul_per_min:
+            self._monitored_ul_per_min = flow
+            self.flow_monitor.set_rate(flow, now_s)
 
-    def _command_rate(self, steps_per_s: float, now_s: float) -> None:
-        """Drive the stepper at *steps_per_s* (0 stops and disables it); tell the flow monitor."""
-        if steps_per_s > 0:
-            self.bench.drive.energise()
-            self.bench.stepper.set_rate(steps_per_s)
-        else:
-            self.bench.stepper.stop()
-            self.bench.drive.release()  # a stopped pump holds no current: nothing can drive it
-        self._commanded_steps_per_s = steps_per_s
-        self.flow_monitor.set_rate(ul_per_min(steps_per_s, self.ul_per_step), now_s)
+    def _check_motor(self, now_s: float) -> None:
+        """The motor keeps to its step targets, or the watchdog stops it."""
+        if self.motion.targets is None:
+            return
+        lag = self.motion.target_steps(self.engine) - self.bench.stepper.steps_issued
+        tolerance = max(MIN_STEP_TOLERANCE, self.motion.steps_per_s * STEP_TOLERANCE_S)
+        if abs(lag) > tolerance:
+            self._trip_watchdog(
+                f"the motor is {abs(lag)} steps {'behind' if lag > 0 else 'ahead of'} the "
+                f"plan (tolerance {tolerance:.0f})"
+            )
 
     def _read_flow(self, now_s: float) -> None:
         steps = self.bench.stepper.steps_issued
@@ -286,7 +317,9 @@ class RigService:
         telemetry.patient_time = self.engine.state.updated_at.isoformat()
         telemetry.expected_ul_per_min = status.expected_ul_per_min
         telemetry.measured_ul_per_min = status.measured_ul_per_min
-        telemetry.commanded_ul_per_min = ul_per_min(self._commanded_steps_per_s, self.ul_per_step)
+        telemetry.commanded_ul_per_min = self.motion.bench_ul_per_min
+        telemetry.time_compression_nominal = self.clock.time_compression_nominal
+        telemetry.time_compression_effective = self.flow_monitor.time_compression
         telemetry.steps = steps
         telemetry.state = self.state_name
 
@@ -334,7 +367,8 @@ class RigService:
                 self.engine.clear_alarm(alarm.code)
 
     def _stop_motor(self) -> None:
-        self._command_rate(0.0, self._bench_clock())
+        self.motion.stop()
+        self.motion.forget()
 
     # -- books ------------------------------------------------------------------------------------
 
@@ -441,26 +475,43 @@ class RigService:
         """After any state change: commit the books at once."""
         self._commit_ledger()
         self._save_engine()
-        self._apply_rate(self._bench_clock())
+        self._follow_plan(self._bench_clock())
 
     # -- watchdog -------------------------------------------------------------------------------
 
     def _watch(self) -> None:
-        tripped = False
-        while not self._stop_event.wait(0.2):
-            stalled_s = self._bench_clock() - self.heartbeat_s
-            if stalled_s > WATCHDOG_LIMIT_S and not tripped:
-                tripped = True
-                self.bench.drive.release()  # first: the motor can no longer move
-                self.bench.stepper.stop()
-                log.error("delivery loop stalled for %.1f s: stepper disabled", stalled_s)
-                with self._lock:
-                    message = f"delivery loop stalled for {stalled_s:.1f} s"
-                    self._set_condition(AlarmCode.WATCHDOG, True, message)
-            elif stalled_s <= WATCHDOG_LIMIT_S and tripped:
-                tripped = False
-                with self._lock:
-                    self._set_condition(AlarmCode.WATCHDOG, False)
+        while not self._stop_event.wait(WATCHDOG_POLL_S):
+            self._watchdog_check(self._bench_clock())
+
+    def _watchdog_check(self, now_s: float) -> None:
+        """Trip on a delivery loop that stalls or keeps failing, or a step thread that stalls or
+        died; let the condition go once all is well again (the alarm stays until acknowledged)."""
+        stalled_s = now_s - self.heartbeat_s
+        stepper = self.bench.stepper
+        problem = None
+        if stalled_s > WATCHDOG_LIMIT_S:
+            failed = f"; {self._failed_ticks} ticks failed" if self._failed_ticks else ""
+            problem = f"the delivery loop has not completed a tick for {stalled_s:.1f} s{failed}"
+        elif not stepper.alive:
+            problem = "the step generator's thread has stopped"
+        elif now_s - stepper.heartbeat_s > STEP_THREAD_LIMIT_S:
+            problem = f"the step generator has been silent for {now_s - stepper.heartbeat_s:.1f} s"
+        if problem is not None:
+            if not self._watchdog_tripped:
+                self._trip_watchdog(problem)
+        elif self._watchdog_tripped:
+            self._watchdog_tripped = False
+            with self._lock:
+                self._set_condition(AlarmCode.WATCHDOG, False)
+
+    def _trip_watchdog(self, problem: str) -> None:
+        """Release the motor first, then stop the pulses, then raise the alarm."""
+        self._watchdog_tripped = True
+        self.motion.stop()
+        log.error("watchdog: %s; stepper disabled", problem)
+        with self._lock:
+            self.motion.forget()
+            self._set_condition(AlarmCode.WATCHDOG, True, problem)
 
     # -- commands (called by the API) -------------------------------------------------------
 
@@ -481,7 +532,26 @@ class RigService:
 
     def propose(self, program: Program) -> Proposal:
         with self._lock:
+            self._check_bench_can_run(program)
             return self.engine.propose(program)
+
+    def _check_bench_can_run(self, program: Program) -> None:
+        """Refuse a program whose highest rate the bench could not run even at ×1."""
+        regimen = compile_regimen(program)
+        now = self.engine.state.updated_at
+        segments = build_plan(regimen, now).segments_between(now, now + PEAK_RATE_HORIZON)
+        peak_ul_per_h = max((segment.rate_ul_per_h for segment in segments), default=0.0)
+        block = regimen.patient_bolus
+        if block is not None:
+            bolus_ul = volume_ul(block.dose_ug, regimen.concentration_ug_per_ml)
+            peak_ul_per_h += bolus_ul / (block.duration_min / MINUTES_PER_HOUR)
+        limit = self.limits.max_ul_per_min
+        if peak_ul_per_h / MINUTES_PER_HOUR > limit:
+            raise InputError(
+                f"program: its highest rate, {peak_ul_per_h:.0f} µL/h, needs "
+                f"{peak_ul_per_h / MINUTES_PER_HOUR:.0f} µL/min on the bench even at ×1; "
+                f"{self.limits.limiting} allows {limit:.0f} µL/min"
+            )
 
     def confirm(self, proposal_id: str, accept_warnings: bool, role: str) -> None:
         with self._lock:
@@ -597,12 +667,10 @@ class RigService:
             }
 
     def set_time_compression(self, factor: float) -> None:
+        """A new nominal factor; the effective one stays within the bench's limits."""
         with self._lock:
             self.engine.advance()
-            now = self.engine.state.updated_at
-            self.clock = ScaledClock(factor, now, monotonic=self._bench_clock)
-            self.engine.clock = self.clock
-            self.flow_monitor.set_time_compression(factor, self._bench_clock())
+            self.clock.set_time_compression(factor)
             self._changed()
 
     def status(self) -> dict[str, Any]:
@@ -615,15 +683,16 @@ class RigService:
                 "training_notice": "Training device — not for clinical use",
                 "state": self.state_name,
                 "hal": self.bench.kind,
-                "time_compression": self.clock.time_compression,
+                "time_compression": self.clock.time_compression_nominal,
+                "clock": self._clock_status(),
                 "patient_time": therapy.now,
                 "therapy": therapy.model_dump(mode="json"),
                 "rates": {
                     "dose_ug_per_day": therapy.settings.daily_dose_ug_per_day,
                     "rate_ul_per_h": rate_ul_per_h,
                     "rate_ml_per_day": rate_ul_per_h * 24 / 1000,
-                    "bench_ul_per_min": ul_per_min(self._commanded_steps_per_s, self.ul_per_step),
-                    "bench_steps_per_s": self._commanded_steps_per_s,
+                    "bench_ul_per_min": self.motion.bench_ul_per_min,
+                    "bench_steps_per_s": self.motion.steps_per_s,
                 },
                 "alarms": [
                     {
@@ -652,6 +721,15 @@ class RigService:
                     "sensor_ul_per_min": self.telemetry.sensor_ul_per_min,
                 },
             }
+
+    def _clock_status(self) -> dict[str, Any]:
+        """Nominal and effective time compression, and what limits the bench."""
+        return {
+            "time_compression_nominal": self.clock.time_compression_nominal,
+            "time_compression_effective": self.clock.factor_at(self.engine.state.updated_at),
+            "bench_limit_ul_per_min": self.limits.max_ul_per_min,
+            "bench_limited_by": self.limits.limiting,
+        }
 
     def inject_faults(self, request: Any) -> dict[str, Any]:
         """Apply fault settings to the simulated bench (validated as a whole first)."""

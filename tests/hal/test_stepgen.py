@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from hal.config import HardwareConfig
 from hal.devices import SyringeDrive
-from hal.stepgen import LgpioStepGenerator, SoftwareStepGenerator, StepSchedule
+from hal.stepgen import LgpioStepGenerator, SoftwareStepGenerator, StepRun, StepSchedule
 from tests.manual_clock import ManualClock
 
 
@@ -154,40 +155,124 @@ def test_real_time_thread_issues_a_move_exactly_then_stops(drive, mock_factory):
         stepper.close()
 
 
-class PulseTrainRecorder:
-    """Stands in for the lgpio C library's tx_pulse contract: records each queued pulse train."""
+class FakeLgpio:
+    """lgpio's pulse-train queue as the C library runs it, on a manual clock.
 
-    def __init__(self) -> None:
-        self.trains: list[tuple[int, int, int, int]] = []  # gpio, on_us, off_us, pulses
+    Each ``tx_pulse`` with a cycle count is one queue entry; an entry starts when the one before
+    it ends (or at once on an idle line) and fires one pulse at the start of each period;
+    ``tx_room`` is the free entries; ``tx_pulse(h, g, 0, 0)`` cancels everything at once.
+    """
+
+    TX_PWM = 0
+    CAPACITY = 4
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.entries: deque[list[float]] = deque()  # [start_s, period_s, pulses]
+        self.fired = 0  # pulses that reached the pin from finished or cancelled entries
         self.cancels = 0
+        self.gpios: set[int] = set()
 
-    def tx_pulse(self, handle, gpio, on_us, off_us, offset=0, cycles=0):
+    def _ended(self, entry: list[float]) -> float:
+        return entry[0] + entry[1] * entry[2]
+
+    def _fired_by(self, entry: list[float], now_s: float) -> int:
+        if now_s < entry[0]:
+            return 0
+        return min(int(entry[2]), math.floor((now_s - entry[0]) / entry[1]) + 1)
+
+    def _retire(self) -> None:
+        now_s = self.clock()
+        while self.entries and self._ended(self.entries[0]) <= now_s:
+            self.fired += int(self.entries.popleft()[2])
+
+    def emitted(self) -> int:
+        """Pulses on the pin so far (the truth the generator's count is held to)."""
+        self._retire()
+        running = self._fired_by(self.entries[0], self.clock()) if self.entries else 0
+        return self.fired + running
+
+    def tx_room(self, handle, gpio, kind) -> int:
+        self._retire()
+        return self.CAPACITY - len(self.entries)
+
+    def tx_pulse(self, handle, gpio, on_us, off_us, offset=0, cycles=0) -> int:
+        self._retire()
+        self.gpios.add(gpio)
         if on_us == 0 and off_us == 0:
             self.cancels += 1
-        else:
-            self.trains.append((gpio, on_us, off_us, cycles))
-        return 0
+            if self.entries:
+                self.fired += self._fired_by(self.entries[0], self.clock())
+            self.entries.clear()
+            return 0
+        assert cycles > 0 and len(self.entries) < self.CAPACITY, "lgpio's queue is full"
+        start_s = self._ended(self.entries[-1]) if self.entries else self.clock()
+        self.entries.append([start_s, (on_us + off_us) / 1e6, cycles])
+        return self.CAPACITY - len(self.entries)
 
 
-def test_lgpio_backend_chunks_follow_the_ideal_schedule(drive):
+@pytest.fixture
+def lgpio_stepper(drive):
     clock = ManualClock()
-    recorder = PulseTrainRecorder()
-    stepper = LgpioStepGenerator(drive, lgpio_module=recorder, chip_handle=0, clock=clock)
-    stepper._closed = True  # drive the queueing by hand, without the background thread
-    stepper._thread.join()
+    fake = FakeLgpio(clock)
+    stepper = LgpioStepGenerator(
+        drive, lgpio_module=fake, chip_handle=0, clock=clock, start_thread=False
+    )
+    yield stepper, fake, clock
+    stepper.close()
+
+
+def run_lgpio(stepper, clock, until_s: float, period_s: float = 0.01) -> list[int]:
+    """Advance the clock, letting the generator's thread pass run every *period_s*."""
+    counts = []
+    while clock() < until_s - 1e-9:
+        clock.advance(period_s)
+        stepper.service(clock())
+        counts.append(stepper.steps_issued)
+    return counts
+
+
+def test_lgpio_count_is_exact_never_ahead_of_the_pin_and_never_back(lgpio_stepper):
+    stepper, fake, clock = lgpio_stepper
     stepper.set_rate(1234.5)
-    total = 0
-    for tick in range(1, 201):  # 10 s in 50 ms ticks
-        now_s = tick * 0.05
-        clock.set(now_s)
-        with stepper._lock:
-            stepper._retire_chunks(now_s)
-            while len(stepper._queued) < stepper.QUEUE_AHEAD and stepper._queue_chunk(now_s):
-                pass
-        total = sum(train[3] for train in recorder.trains)
-        queued_until = stepper._queued_until_s
-        assert abs(total - 1234.5 * queued_until) <= 1.0 + 1234.5 * 1e-6 * 50
-    assert all(train[0] == 18 for train in recorder.trains)
-    assert total > 12_000
+    counts = run_lgpio(stepper, clock, 10.0)
+    assert counts == sorted(counts)  # never goes back
+    assert all(count <= fake.emitted() for count in counts[-1:])
+    assert fake.gpios == {18}
+    # Ten seconds at 1234.5 steps/s, to within the chunks still queued.
+    assert abs(fake.emitted() - 12_345) <= 1234.5 * stepper.CHUNK_S * stepper.QUEUE_AHEAD + 1
+    stepper.follow(None)  # no more chunks: the queue runs out and the count catches up exactly
+    run_lgpio(stepper, clock, 10.2)
+    assert stepper.steps_issued == fake.emitted()
+
+
+def test_lgpio_follows_step_targets_and_ends_on_the_exact_step(lgpio_stepper):
+    stepper, fake, clock = lgpio_stepper
+    stepper.follow(FixedRun(StepRun(first=1, last=777, first_due_s=0.1, period_s=1 / 3000)))
+    run_lgpio(stepper, clock, 2.0)
+    assert fake.emitted() == stepper.steps_issued == 777
+
+
+def test_lgpio_stop_cancels_at_once_and_counts_the_running_chunk_in_full(lgpio_stepper):
+    stepper, fake, clock = lgpio_stepper
+    stepper.set_rate(2000.0)
+    run_lgpio(stepper, clock, 1.0)
+    clock.advance(0.004)  # in the middle of a chunk
+    before = stepper.steps_issued
     stepper.stop()
-    assert recorder.cancels >= 1
+    after = stepper.steps_issued
+    assert fake.cancels == 1 and fake.entries == deque()
+    assert before <= after
+    assert fake.emitted() <= after <= fake.emitted() + 2000 * stepper.CHUNK_S + 1
+    run_lgpio(stepper, clock, 1.5)
+    assert stepper.steps_issued == after  # nothing after a stop
+
+
+class FixedRun:
+    """Step targets of one run."""
+
+    def __init__(self, run: StepRun) -> None:
+        self.run = run
+
+    def run_from(self, step: int) -> StepRun | None:
+        return self.run if self.run.covers(step) else None

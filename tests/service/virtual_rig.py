@@ -27,6 +27,7 @@ class VirtualRig:
             self.bench, self.store, time_compression=time_compression, bench_clock=self.clock
         )
         self.service.start(threads=False)
+        self._closed = False
 
     @property
     def now_s(self) -> float:
@@ -44,6 +45,9 @@ class VirtualRig:
         return list(self.service.alarms.active_codes)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.service.shutdown()
         self.bench.close()
         self.store.close()

@@ -15,7 +15,7 @@ from rig.therapy.alarms import (
     alarm_spec,
     highest_priority,
 )
-from rig.therapy.clocks import Clock, RealClock, ScaledClock, VirtualClock
+from rig.therapy.clocks import Clock, PacedClock, RealClock, VirtualClock
 
 START = datetime(2025, 1, 6)
 
@@ -82,19 +82,51 @@ def test_highest_priority_wins():
         alarm_spec("no_such_alarm")
 
 
-def test_scaled_clock_maps_bench_seconds_to_patient_time():
+def test_paced_clock_maps_bench_seconds_to_patient_time():
     bench = [100.0]
-    clock = ScaledClock(1440, START, monotonic=lambda: bench[0])
+    clock = PacedClock(1440, START, monotonic=lambda: bench[0])
     assert isinstance(clock, Clock)
     assert clock.now() == START
     bench[0] += 60.0  # one bench minute
     assert clock.now() == START + timedelta(days=1)
-    assert clock.patient_at(100.0 + 30) == START + timedelta(hours=12)
     assert clock.bench_at(START + timedelta(days=2)) == pytest.approx(220.0)
-    assert clock.bench_seconds(timedelta(hours=1)) == pytest.approx(2.5)
-    assert clock.time_compression == 1440
+    assert clock.time_compression == clock.time_compression_nominal == 1440
     with pytest.raises(InputError, match="time_compression"):
-        ScaledClock(0.5, START)
+        PacedClock(0.5, START)
+
+
+def test_paced_clock_slows_where_the_bench_cannot_follow():
+    """A 10-minute bolus at 300 µL/h inside 25 µL/h basal, bench limited to 2600 µL/min."""
+    bolus_start, bolus_end = START + timedelta(hours=1), START + timedelta(hours=1, minutes=10)
+
+    def rate_at(moment):
+        if moment < bolus_start:
+            return 25.0, bolus_start
+        if moment < bolus_end:
+            return 300.0, bolus_end
+        return 25.0, None
+
+    bench = [0.0]
+    clock = PacedClock(
+        1440, START, max_bench_ul_per_min=2600, rate_at=rate_at, monotonic=lambda: bench[0]
+    )
+    # Basal at x1440 is 600 µL/min on the bench: within the limit.
+    assert clock.factor_at(START) == 1440
+    # The bolus at x1440 would be 7200 µL/min: the clock slows to 2600 × 60 / 300 = x520.
+    assert clock.factor_at(bolus_start) == pytest.approx(520)
+    basal_bench_s = 3600 / 1440
+    bolus_bench_s = 600 / 520
+    assert clock.bench_at(bolus_start) == pytest.approx(basal_bench_s)
+    assert clock.bench_at(bolus_end) == pytest.approx(basal_bench_s + bolus_bench_s)
+    bench[0] = basal_bench_s + bolus_bench_s / 2
+    assert (clock.now() - bolus_start).total_seconds() == pytest.approx(300, abs=1e-3)
+    assert clock.time_compression == pytest.approx(520)
+    bench[0] = basal_bench_s + bolus_bench_s + 1.0  # one bench second after the bolus
+    assert (clock.now() - bolus_end).total_seconds() == pytest.approx(1440, abs=1e-3)
+    clock.set_time_compression(60)
+    bench[0] += 1.0
+    assert (clock.now() - bolus_end).total_seconds() == pytest.approx(1500, abs=1e-3)
+    assert clock.time_compression_nominal == 60
 
 
 def test_virtual_and_real_clocks():
