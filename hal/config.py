@@ -72,8 +72,9 @@ class PinsConfig(StrictModel):
 class SyringeConfig(StrictModel):
     """The syringe used as the pump reservoir on the bench."""
 
-    inner_diameter_mm: PositiveFloat = 14.43
-    nominal_volume_ml: PositiveFloat = 10.0
+    inner_diameter_mm: PositiveFloat = 19.13
+    """A 20 mL syringe (BD Plastipak 20 mL): the 20 mL reservoir."""
+    nominal_volume_ml: PositiveFloat = 20.0
 
     @property
     def ul_per_mm(self) -> float:
@@ -139,7 +140,7 @@ class SimConfig(StrictModel):
     sensor_time_constant_s: NonNegativeFloat = 0.05
     balance_noise_g: NonNegativeFloat = 0.00002
     fluid_density_g_per_ml: PositiveFloat = 0.998
-    initial_fill_ml: NonNegativeFloat = 10.0
+    initial_fill_ml: NonNegativeFloat = 20.0
     seed: Annotated[int, Field(strict=True)] | None = None
 
 

@@ -11,8 +11,10 @@ from rig.service.config import DEFAULT_CONFIG_PATH, load_config, parse_config
 
 def test_shipped_default_is_valid_and_gives_the_design_geometry():
     config = load_config()
-    assert config.ul_per_microstep == pytest.approx(0.0204424, rel=1e-5)
-    assert round(1000.0 / config.ul_per_microstep) == 48918
+    # The 20 mL syringe (19.13 mm bore) on an M5 lead screw at 1/32 microstepping.
+    assert config.ul_per_microstep == pytest.approx(0.0359277, rel=1e-5)
+    assert round(1000.0 / config.ul_per_microstep) == 27834
+    assert config.therapy.reservoir_capacity_ml == config.syringe.nominal_volume_ml == 20.0
     assert config.therapy.time_compression == 1440.0
     assert config.pins.pinch_valve == 19
 
@@ -37,7 +39,10 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
         ({"drive": {"driver": "a4988", "microstepping": 32}}, ["a4988"]),
         ({"flow_sensor": {"kind": "usb"}}, ["flow_sensor.kind", "'i2c' or 'scc1'"]),
         ({"balance": {"baud": 9601}}, ["balance.baud"]),
-        ({"sim": {"initial_fill_ml": 12.0}}, ["initial_fill_ml", "exceeds"]),
+        ({"sim": {"initial_fill_ml": 25.0}}, ["initial_fill_ml", "exceeds"]),
+        ({"therapy": {"reservoir_capacity_ml": 40.0}}, ["reservoir_capacity_ml", "60 mL syringe"]),
+        ({"therapy": {"reservoir_capacity_ml": 30.0}}, ["reservoir_capacity_ml", "20", "40"]),
+        ({"therapy": {"max_bench_flow_ul_per_min": 0}}, ["therapy.max_bench_flow_ul_per_min"]),
         ({"therapy": {"time_compression": 0.5}}, ["therapy.time_compression"]),
     ],
 )

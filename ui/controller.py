@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from kivy.clock import Clock
@@ -121,13 +122,15 @@ class Controller(EventDispatcher):
             if method != "GET":
                 self.refresh()
             if on_done is not None:
-                on_done(result)
+                with suppress(ReferenceError):  # the widget that asked is gone: drop the reply
+                    on_done(result)
 
         def failed(error: Exception) -> None:
             if isinstance(error, ServiceUnreachable):
                 self.reachable = False
             if on_error is not None:
-                on_error(error_text(error))
+                with suppress(ReferenceError):
+                    on_error(error_text(error))
 
         self.worker.submit(
             lambda c: c.request(method, path, json=body, params=params), done, failed

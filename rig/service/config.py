@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from hal.config import HardwareConfig
 from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
@@ -17,12 +17,31 @@ class TherapyConfig(StrictModel):
     """Therapy defaults of the bench."""
 
     time_compression: Annotated[float, Field(ge=1, le=100_000, allow_inf_nan=False)] = 1440.0
+    """Nominal: the effective factor is lower wherever the bench could not follow."""
+    reservoir_capacity_ml: Literal[20.0, 40.0] = 20.0
+    """The implant's reservoir, played by the bench syringe."""
+    max_bench_flow_ul_per_min: (
+        Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None
+    ) = None
+    """A bench flow limit below the drive's and the flow sensor's (None: theirs only)."""
 
 
 class RigConfig(HardwareConfig):
     """The whole of ``rig.toml``: hardware tables plus therapy defaults."""
 
     therapy: TherapyConfig = TherapyConfig()
+
+    @model_validator(mode="after")
+    def _syringe_holds_the_reservoir(self) -> RigConfig:
+        capacity_ml = self.therapy.reservoir_capacity_ml
+        if capacity_ml > self.syringe.nominal_volume_ml:
+            raise ValueError(
+                f"therapy.reservoir_capacity_ml: a {capacity_ml:g} mL reservoir needs a syringe "
+                f"of at least {capacity_ml:g} mL, and [syringe] nominal_volume_ml is "
+                f"{self.syringe.nominal_volume_ml:g} mL (a 20 mL syringe serves the 20 mL "
+                "reservoir, a 50 or 60 mL syringe the 40 mL one)"
+            )
+        return self
 
 
 def parse_config(data: dict, source: str = "config") -> RigConfig:

@@ -27,7 +27,9 @@ from rig.service.books import RigStore, RunState
 from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
 from rig.service.motion import BenchLimits, Motion
 from rig.therapy.alarms import AlarmCode, alarm_spec
+from rig.therapy.catheter import CatheterContents
 from rig.therapy.clocks import PacedClock
+from rig.therapy.drugs import check_fill
 from rig.therapy.engine import (
     ENGINE_ALARMS,
     EngineEvent,
@@ -37,7 +39,12 @@ from rig.therapy.engine import (
 )
 from rig.therapy.plan import build_plan, compile_regimen
 from rig.therapy.programs import Program
-from rig.therapy.reservoir import RefillVerdict, refill_verdict
+from rig.therapy.reservoir import (
+    DEFAULT_CAPACITY_ML,
+    RefillVerdict,
+    ReservoirState,
+    refill_verdict,
+)
 from rig.therapy.units import MINUTES_PER_HOUR, volume_ul
 
 log = logging.getLogger("itbrig.service")
@@ -55,6 +62,7 @@ MIN_STEP_TOLERANCE = 10
 STEP_TOLERANCE_S = 1.0
 """The motor may lag or lead its step targets by this much (or the minimum) before a trip."""
 ENGINE_STATE_KEY = "engine_state"
+CATHETER_STATE_KEY = "catheter"
 PATIENT_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 """Patient time of a fresh install (a Monday morning)."""
 
@@ -107,6 +115,7 @@ class RigService:
         notify: Callable[[str], None] | None = None,
         bench_clock: Callable[[], float] = time.monotonic,
         max_bench_flow_ul_per_min: float | None = None,
+        reservoir_capacity_ml: float = DEFAULT_CAPACITY_ML,
     ) -> None:
         self.bench = bench
         self._bench_clock = bench_clock
@@ -128,7 +137,9 @@ class RigService:
             monotonic=bench_clock,
         )
         if saved is None:
-            self.engine = TherapyEngine.new(self.clock)
+            capacity_ml = reservoir_capacity_ml
+            full = ReservoirState(capacity_ml=capacity_ml, volume_ml=capacity_ml)
+            self.engine = TherapyEngine.new(self.clock, reservoir=full)
         else:
             self.engine = TherapyEngine.from_dict(saved, self.clock)
         self.clock.rate_at = self._plan_rate_at  # the patient clock is paced by the plan in force
@@ -163,6 +174,13 @@ class RigService:
                 capacity_ml=reservoir.capacity_ml,
                 low_threshold_ml=reservoir.low_threshold_ml,
             )
+        self._reservoir = store.reservoir()
+        saved_catheter = store.get_state(CATHETER_STATE_KEY)
+        self.catheter = (
+            CatheterContents.model_validate(saved_catheter)
+            if saved_catheter is not None
+            else CatheterContents.filled(self._reservoir["concentration_ug_per_ml"])
+        )
         if recovered_unclean and saved is not None:
             report = store.recover_after_unclean_stop(patient_s=self._patient_s())
             self._halt()
@@ -385,6 +403,7 @@ class RigService:
         patient_end_s = max(self._patient_s(), self._ledger_patient_s)
         volume_ul = steps * self.ul_per_step
         bolus_id, bolus_ul = self._bolus_share(self._ledger_patient_s, patient_end_s, volume_ul)
+        catheter = self.catheter.pushed(volume_ul, self._reservoir["concentration_ug_per_ml"])
         self.store.record_delivery(
             start_at=self._ledger_at,
             patient_start_s=self._ledger_patient_s,
@@ -393,7 +412,9 @@ class RigService:
             basal_ul=volume_ul - bolus_ul,
             bolus_ul=bolus_ul,
             bolus_id=bolus_id,
+            state={CATHETER_STATE_KEY: catheter.model_dump(mode="json")},
         )
+        self.catheter = catheter
         self._ledger_steps = steps_now
         self._ledger_at = datetime.now(UTC)
         self._ledger_patient_s = patient_end_s
@@ -633,16 +654,21 @@ class RigService:
     def refill_fill(
         self, volume_ml: float, concentration_ug_per_ml: float, role: str
     ) -> dict[str, Any]:
+        """The reservoir now holds *volume_ml* at *concentration_ug_per_ml* (what was really
+        filled, checked against the drug library; the program may say otherwise)."""
         with self._lock:
             if self._pending_refill is None:
                 raise StateConflict(
                     "state: enter the withdrawn volume first (POST /api/refill/withdrawn)"
                 )
             program = self.engine.state.program
+            drug = program.drug if program else self._reservoir["drug"]
+            check_fill(self.engine.library, drug, concentration_ug_per_ml)
             old_concentration = program.concentration_ug_per_ml if program else None
+            self._commit_ledger()  # what went before the refill left at the old concentration
             status = self.engine.set_reservoir(volume_ml)
-            self.store.fill_reservoir(
-                drug=program.drug if program else "baclofen",
+            self._reservoir = self.store.fill_reservoir(
+                drug=drug,
                 concentration_ug_per_ml=concentration_ug_per_ml,
                 volume_ml=volume_ml,
                 capacity_ml=status.reservoir.capacity_ml,
@@ -714,13 +740,31 @@ class RigService:
                     "volume_ml": volume_ul / 1000,
                     "books_volume_ml": therapy.delivered_ul / 1000,
                     "books_dose_ug": therapy.delivered_ug,
+                    "patient_ug": self.catheter.patient_ug,
                 },
+                "reservoir": self._reservoir_status(),
                 "flow": {
                     "expected_ul_per_min": self.telemetry.expected_ul_per_min,
                     "measured_ul_per_min": self.telemetry.measured_ul_per_min,
                     "sensor_ul_per_min": self.telemetry.sensor_ul_per_min,
                 },
             }
+
+    def _reservoir_status(self) -> dict[str, Any]:
+        """What is really in the reservoir and the catheter, beside what the program says."""
+        actual = self.store.reservoir() or self._reservoir
+        program = self.engine.state.program
+        programmed = program.concentration_ug_per_ml if program else None
+        concentration = actual["concentration_ug_per_ml"]
+        return {
+            "drug": actual["drug"],
+            "concentration_ug_per_ml": concentration,
+            "programmed_concentration_ug_per_ml": programmed,
+            "concentration_mismatch": programmed is not None and programmed != concentration,
+            "actual_volume_ml": actual["volume_ml"],
+            "catheter_volume_ul": self.catheter.volume_ul,
+            "catheter_tip_concentration_ug_per_ml": self.catheter.tip_concentration_ug_per_ml,
+        }
 
     def _clock_status(self) -> dict[str, Any]:
         """Nominal and effective time compression, and what limits the bench."""

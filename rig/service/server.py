@@ -53,7 +53,14 @@ def serve(args: argparse.Namespace) -> int:
     notify = systemd_notifier()
     store = RigStore.open(Path(args.data_dir) / "rig.db")
     bench = build_bench(config, args.hal)
-    service = RigService(bench, store, time_compression=time_compression, notify=notify)
+    service = RigService(
+        bench,
+        store,
+        time_compression=time_compression,
+        notify=notify,
+        max_bench_flow_ul_per_min=config.therapy.max_bench_flow_ul_per_min,
+        reservoir_capacity_ml=config.therapy.reservoir_capacity_ml,
+    )
     app = create_app(service, Authenticator(store), access_token=access_token)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -77,6 +77,28 @@ class DrugLibrary(StrictModel):
         return parse_drug_library({**merged, **extra}, source)
 
 
+def concentration_problem(drug: str, entry: DrugEntry, field: str, value: float) -> str | None:
+    """What is wrong with *value* as a concentration of *drug*, or None."""
+    allowed = entry.concentrations_ug_per_ml
+    if value in allowed:
+        return None
+    return f"{field}: {value:g} µg/mL is not a concentration of {drug}; allowed: " + ", ".join(
+        f"{c:g}" for c in allowed
+    )
+
+
+def check_fill(library: DrugLibrary, drug: str, concentration_ug_per_ml: float) -> None:
+    """A reservoir is filled with a drug of the library at one of its concentrations."""
+    entry = library.drugs.get(drug)
+    if entry is None:
+        raise InputError(
+            f"drug: {drug!r} is not in the drug library; allowed: {', '.join(library.drugs)}"
+        )
+    problem = concentration_problem(drug, entry, "concentration_ug_per_ml", concentration_ug_per_ml)
+    if problem:
+        raise InputError(problem)
+
+
 def parse_drug_library(data: object, source: str = "drug library") -> DrugLibrary:
     """Validate a drug-library document; raise :class:`InputError` naming every problem."""
     try:
@@ -185,12 +207,9 @@ class _Checker:
         self.warnings: list[LimitWarning] = []
 
     def concentration(self, field: str, value: float) -> None:
-        allowed = self.entry.concentrations_ug_per_ml
-        if value not in allowed:
-            self.problems.append(
-                f"{field}: {value:g} µg/mL is not a concentration of {self.drug}; allowed: "
-                + ", ".join(f"{c:g}" for c in allowed)
-            )
+        problem = concentration_problem(self.drug, self.entry, field, value)
+        if problem:
+            self.problems.append(problem)
 
     def daily(self, field: str, total_ug: float) -> None:
         soft = self.entry.daily_soft_limit_ug_per_day

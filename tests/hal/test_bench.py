@@ -35,7 +35,7 @@ def test_one_millilitre_through_the_drivers(sim_bench):
     assert reading.flow_ul_per_min == pytest.approx(expected_ul_per_min, rel=0.01)
     assert reading.air_in_line is False
     bench.stepper.run_until(90.0, set_clock=clock.set)
-    assert bench.stepper.steps_issued == steps == 48918
+    assert bench.stepper.steps_issued == steps == 27834  # the 20 mL syringe
     assert bench.sim.bench.plunger_travel_mm == pytest.approx(
         (bench.config.syringe.nominal_volume_ml - 1.0) * 1000 / bench.config.syringe.ul_per_mm,
         abs=0.0002,

@@ -39,7 +39,7 @@ def run(stepper: SoftwareStepGenerator, clock: ManualClock, until_s: float) -> i
 def test_one_millilitre_move_matches_geometry_and_balance(rig):
     config, clock, _drive, _limits, physics, stepper = rig
     steps = round(1000.0 / config.ul_per_microstep)
-    assert steps == 48918  # 1 mL / (163.54 µL/mm / 8000 µsteps/mm)
+    assert steps == 27834  # 1 mL / (287.42 µL/mm / 8000 µsteps/mm), the 20 mL syringe
     travel_before_mm = physics.plunger_travel_mm
     stepper.move(steps, 5000.0)
     issued = run(stepper, clock, 60.0)
@@ -80,7 +80,7 @@ def test_disabled_driver_ignores_steps(rig):
 
 def test_withdraw_move_refills_and_full_limit_switch_closes(rig):
     config, clock, _drive, limits, physics, stepper = rig
-    physics.fill(9.9)
+    physics.fill(config.syringe.nominal_volume_ml - 0.1)
     assert not limits.at_full
     to_full = round(100.0 / config.ul_per_microstep) + 100  # past the end: the stop holds
     stepper.move(to_full, 8000.0, withdraw=True)
@@ -92,7 +92,7 @@ def test_withdraw_move_refills_and_full_limit_switch_closes(rig):
 
 def test_empty_limit_switch_closes_at_the_end_of_stroke(rig):
     config, clock, _drive, limits, physics, stepper = rig
-    stepper.move(round(1200.0 / config.ul_per_microstep) + 10, 9000.0)
+    stepper.move(round(1200.0 / config.ul_per_microstep) + 10, 4000.0)
     run(stepper, clock, 60.0)
     assert limits.at_empty
     assert physics.syringe_volume_ml == pytest.approx(0.0, abs=1e-9)
@@ -169,10 +169,10 @@ def test_free_flow_runs_with_the_motor_stopped(rig):
 
 def test_runaway_noise_steps_over_infuse(rig):
     config, clock, _drive, _limits, physics, stepper = rig
-    physics.inject(spurious_steps_per_s=3000.0)
-    stepper.set_rate(1000.0)
+    physics.inject(spurious_steps_per_s=750.0)
+    stepper.set_rate(250.0)
     run(stepper, clock, 10.0)
-    expected_ul_per_min = 4000.0 * config.ul_per_microstep * 60
+    expected_ul_per_min = 1000.0 * config.ul_per_microstep * 60
     assert physics.sensor_flow_ul_per_min() == pytest.approx(expected_ul_per_min, rel=0.01)
 
 

@@ -226,3 +226,39 @@ def test_watchdog_trips_when_the_motor_leaves_its_targets(rig, monkeypatch):
     assert "watchdog" in rig.active_codes()
     message = next(a for a in rig.service.status()["alarms"] if a["code"] == "watchdog")["message"]
     assert "behind the plan" in message
+
+
+def test_a_refill_at_2000_over_a_500_program_gives_the_patient_four_times_the_dose(rig):
+    rig.confirm(program_json("continuous"))  # 300 µg/day at 500 µg/mL: 600 µL a patient day
+    rig.run(2.0)
+    service = rig.service
+    service.stop_delivery("clinician")
+    expected_ml = service.engine.state.reservoir.volume_ml
+    service.refill_withdrawn(expected_ml)
+    with pytest.raises(InputError, match=r"concentration_ug_per_ml: 3000 µg/mL.*allowed: 50"):
+        service.refill_fill(20.0, 3000.0, "clinician")
+    filled = service.refill_fill(20.0, 2000.0, "clinician")
+    assert filled["bridge_bolus_offered"] is True  # offered; this trainee reprograms nothing
+    status = service.status()
+    assert (
+        status["reservoir"]
+        | {
+            "concentration_ug_per_ml": 2000.0,
+            "programmed_concentration_ug_per_ml": 500.0,
+            "concentration_mismatch": True,
+        }
+        == status["reservoir"]
+    )
+    before_ug = status["delivered"]["patient_ug"]
+    books_before_ug = status["delivered"]["books_dose_ug"]
+    service.start_delivery("clinician")
+    run_to(rig, service.engine.state.updated_at + timedelta(days=1))
+    service.stop_delivery("clinician")
+    status = service.status()
+    gained_ug = status["delivered"]["patient_ug"] - before_ug
+    # 600 µL went in; the catheter's 159 µL of 500 µg/mL came out first, then 441 µL at 2000.
+    catheter_ul = status["reservoir"]["catheter_volume_ul"]
+    assert gained_ug == pytest.approx(catheter_ul * 0.5 + (600 - catheter_ul) * 2.0, rel=2e-3)
+    assert gained_ug > 3 * 300  # about 4x the programmed daily dose once the line is through
+    # The pump's books still believe the program: 300 µg a day.
+    assert status["delivered"]["books_dose_ug"] - books_before_ug == pytest.approx(300, rel=2e-3)

@@ -16,7 +16,7 @@ from tests.service.virtual_rig import VirtualRig
 
 BENCH_UL_PER_MIN = 600.0  # 300 µg/day at 500 µg/mL = 0.6 mL/day, x1440 = 0.6 mL per bench minute
 DENSITY_G_PER_ML = 0.998
-SYRINGE_ML = 10.0
+SYRINGE_ML = 20.0  # the default 20 mL syringe, filled
 
 
 def delivered_volumes(readings: dict, ledger_ml: float) -> dict[str, float]:

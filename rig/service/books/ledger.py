@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -78,10 +79,12 @@ class LedgerBooks(Books):
         bolus_ul: float = 0.0,
         bolus_id: int | None = None,
         end_at: datetime | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Commit one delivered interval: append the ledger row, take its volume out of the
         reservoir (floored at 0 mL), add it to the running totals and, for a bolus, to the
-        active bolus's delivered volume, all in one transaction. Returns the ledger row."""
+        active bolus's delivered volume, and set the service *state* keys that go with it, all
+        in one transaction. Returns the ledger row."""
         volume_ul = basal_ul + bolus_ul
         end_at_utc = iso_utc(end_at) if end_at is not None else self._now()
         with self._write("record the delivered interval") as db:
@@ -126,6 +129,8 @@ class LedgerBooks(Books):
                     raise BolusStateError(
                         f"bolus {bolus_id} is not active: delivery cannot be booked against it"
                     )
+            if state:
+                self._set_state(db, state)
             ledger_row = self._one(db, "SELECT * FROM ledger WHERE id = ?", (ledger_id,))
             assert ledger_row is not None
             return ledger_row
