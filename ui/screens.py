@@ -544,7 +544,7 @@ class SettingsScreen(KioskScreen):
     link_text = StringProperty("")
 
     def update(self, status: dict[str, Any]) -> None:
-        self.compression = fmt.compression(status.get("time_compression"))
+        self.compression = fmt.status_compression(status)
         if self.ctl is not None:
             link = "live" if self.ctl.telemetry_linked else "down"
             self.link_text = f"  Service {self.ctl.url}\n  telemetry {link}"

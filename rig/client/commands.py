@@ -18,13 +18,15 @@ from typing import Any
 from rig.client.format import (
     DASH,
     battery_text,
-    compression,
     event_line,
     mode_label,
     number,
+    patient_dose,
     rate_bench,
     rate_clinical,
+    reservoir_contents,
     settings_rows,
+    status_compression,
     view,
     when,
 )
@@ -60,7 +62,7 @@ def _status_text(status: dict[str, Any]) -> str:
     reservoir = shown["reservoir"]
     lines = [
         status["training_notice"],
-        f"state      {status['state']}  ({compression(status['time_compression'])}, "
+        f"state      {status['state']}  ({status_compression(status)}, "
         f"patient time {when(status['patient_time'])})",
         f"program    {mode_label(program.get('mode'))}  {program.get('drug') or DASH}  "
         f"{number(program.get('concentration_ug_per_ml'), 0, 'µg/mL')}  "
@@ -72,8 +74,9 @@ def _status_text(status: dict[str, Any]) -> str:
         f"low alarm {when(reservoir.get('low_alarm_at'))}; "
         f"empty {when(reservoir.get('empty_at'))}",
         f"battery    {battery_text(shown['battery'])}",
+        f"           {reservoir_contents(status)}",
         f"delivered  {number(status['delivered']['volume_ml'], 4, 'mL')} by the ledger "
-        f"({status['delivered']['steps']} steps)",
+        f"({status['delivered']['steps']} steps); {patient_dose(status)}",
     ]
     for alarm in status["alarms"]:
         lines.append(

@@ -54,13 +54,44 @@ def days(hours: Any) -> str:
     return f"{float(hours) / 24:.1f} days"
 
 
-def compression(factor: Any) -> str:
-    """The time-compression factor and what one bench minute is worth."""
+def compression(factor: Any, effective: Any = None) -> str:
+    """The nominal time-compression factor, what a bench minute is worth, and the effective
+    factor when the bench's limits slow the clock below it."""
     if not factor:
         return "time ×?"
     factor = float(factor)
-    patient_h_per_bench_min = factor / 60
-    return f"time ×{factor:g}  (1 bench min = {patient_h_per_bench_min:g} patient h)"
+    text = f"time ×{factor:g}  (1 bench min = {factor / 60:g} patient h)"
+    if effective is not None and float(effective) < factor:
+        text += f"  now ×{float(effective):.0f}: bench limit"
+    return text
+
+
+def status_compression(status: dict[str, Any]) -> str:
+    """:func:`compression` of a status reply (nominal and effective)."""
+    clock = status.get("clock") or {}
+    return compression(
+        clock.get("time_compression_nominal", status.get("time_compression")),
+        clock.get("time_compression_effective"),
+    )
+
+
+def reservoir_contents(status: dict[str, Any]) -> str:
+    """What the reservoir really holds, marked when it is not what the program says."""
+    reservoir = status.get("reservoir") or {}
+    actual = reservoir.get("concentration_ug_per_ml")
+    if actual is None:
+        return DASH
+    text = f"holds {number(actual, 0, 'µg/mL')}"
+    if reservoir.get("concentration_mismatch"):
+        programmed = number(reservoir.get("programmed_concentration_ug_per_ml"), 0, "µg/mL")
+        text += f"  ≠ program {programmed}"
+    return text
+
+
+def patient_dose(status: dict[str, Any]) -> str:
+    """The dose that really reached the patient since the books began."""
+    delivered = status.get("delivered") or {}
+    return f"to patient {number(delivered.get('patient_ug'), 1, 'µg')} in all"
 
 
 def mode_label(mode: Any) -> str:

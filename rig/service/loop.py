@@ -61,6 +61,9 @@ STEP_THREAD_LIMIT_S = 2.0
 MIN_STEP_TOLERANCE = 10
 STEP_TOLERANCE_S = 1.0
 """The motor may lag or lead its step targets by this much (or the minimum) before a trip."""
+MOTOR_LAG_HOLD_S = 0.5
+BOLUS_BOOKED_UL = 1e-6
+"""A bolus is done once the motor owes it less than this."""
 ENGINE_STATE_KEY = "engine_state"
 CATHETER_STATE_KEY = "catheter"
 PATIENT_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -159,12 +162,14 @@ class RigService:
         self._sensor_due_s = 0.0
         self._failed_ticks = 0
         self._watchdog_tripped = False
+        self._motor_off_since_s: float | None = None
         self.heartbeat_s = self._bench_clock()
         self._loop: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._pending_refill: RefillVerdict | None = None
         self._virtual_tick_s: float | None = None
         self._booked_boluses: dict[str, int] = {}  # engine bolus start → books' bolus id
+        self._bolus_owed_ul = 0.0
         if store.reservoir() is None:
             reservoir = self.engine.state.reservoir
             store.fill_reservoir(
@@ -302,12 +307,23 @@ class RigService:
             self.flow_monitor.set_rate(flow, now_s)
 
     def _check_motor(self, now_s: float) -> None:
-        """The motor keeps to its step targets, or the watchdog stops it."""
+        """The motor keeps to its step targets, or the watchdog stops it.
+
+        A lag that the step generator makes up at once (after the machine paused every thread
+        for a moment) is not a fault; one that lasts :data:`MOTOR_LAG_HOLD_S` is.
+        """
         if self.motion.targets is None:
+            self._motor_off_since_s = None
             return
         lag = self.motion.target_steps(self.engine) - self.bench.stepper.steps_issued
         tolerance = max(MIN_STEP_TOLERANCE, self.motion.steps_per_s * STEP_TOLERANCE_S)
-        if abs(lag) > tolerance:
+        if abs(lag) <= tolerance:
+            self._motor_off_since_s = None
+            return
+        if self._motor_off_since_s is None:
+            self._motor_off_since_s = now_s
+        elif now_s - self._motor_off_since_s >= MOTOR_LAG_HOLD_S:
+            self._motor_off_since_s = None
             self._trip_watchdog(
                 f"the motor is {abs(lag)} steps {'behind' if lag > 0 else 'ahead of'} the "
                 f"plan (tolerance {tolerance:.0f})"
@@ -433,20 +449,24 @@ class RigService:
     def _bolus_share(
         self, patient_start_s: float, patient_end_s: float, volume_ul: float
     ) -> tuple[int | None, float]:
-        """(bolus id, µL of *volume_ul* that the running patient bolus delivered in the span)."""
+        """(bolus id, µL of the interval's *volume_ul* that the running patient bolus delivered).
+
+        The plan says how much of the bolus fell in the span; what the motor has not yet
+        delivered of it (a step thread a moment late) is owed to the next interval, so the bolus
+        is booked to the microlitre the motor gave it.
+        """
         running = self._running_patient_bolus()
         if running is None:
             return None, 0.0
         bolus_id, granted = running
         start_s = self._patient_s_at(granted.start)
-        end = (
-            granted.end if granted.cancelled_at is None else min(granted.end, granted.cancelled_at)
-        )
+        end = min(granted.end, granted.cancelled_at or granted.end)
         overlap_s = min(patient_end_s, self._patient_s_at(end)) - max(patient_start_s, start_s)
-        if overlap_s <= 0:
-            return bolus_id, 0.0
         bolus_ul_per_s = self._patient_bolus_volume_ul(granted) / (granted.duration_min * 60)
-        return bolus_id, min(volume_ul, overlap_s * bolus_ul_per_s)
+        due_ul = max(0.0, overlap_s) * bolus_ul_per_s + self._bolus_owed_ul
+        share_ul = min(volume_ul, due_ul)
+        self._bolus_owed_ul = due_ul - share_ul
+        return bolus_id, share_ul
 
     def _patient_bolus_volume_ul(self, granted: GrantedBolus) -> float:
         program = self.engine.state.program
@@ -483,11 +503,12 @@ class RigService:
                 self.store.cancel_bolus(
                     bolus_id, patient_s=self._patient_s(), reason="delivery stopped"
                 )
-            elif granted.end <= now:
+            elif granted.end <= now and self._bolus_owed_ul < BOLUS_BOOKED_UL:
                 self.store.finish_bolus(bolus_id, patient_s=self._patient_s())
             else:
                 continue
             del self._booked_boluses[key]
+            self._bolus_owed_ul = 0.0
 
     def _save_engine(self) -> None:
         self.store.set_state({ENGINE_STATE_KEY: self.engine.to_dict()})
