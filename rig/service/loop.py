@@ -697,6 +697,9 @@ class RigService:
                 role=role,
                 patient_s=self._patient_s(),
             )
+            if self.bench.sim is not None:
+                # On the simulated bench the trainer's hands refill the syringe too.
+                self.bench.sim.bench.fill(volume_ml)
             self._forward_engine_events(self.engine.pop_events())
             self._pending_refill = None
             self._changed()

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 
 from rig.common.inputs import InputError
+from rig.service.virtual import VirtualRig
 from tests.service.conftest import program_json
-from tests.service.virtual_rig import VirtualRig
 
 EVERY_MODE = [
     "continuous",

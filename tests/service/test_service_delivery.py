@@ -1,6 +1,6 @@
 """Delivery on the simulated bench: the books, the plunger and the balance agree with the plan.
 
-The long runs use the service in-process on a virtual clock (:mod:`tests.service.virtual_rig`);
+The long runs use the service in-process on a virtual clock (:mod:`rig.service.virtual`);
 one short run over a real service process in real time is kept on purpose: it is the only test
 that checks the step thread's real-time pace against the patient clock.
 """
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from rig.service.virtual import VirtualRig
 from tests.service.conftest import confirm_program, program_json
-from tests.service.virtual_rig import VirtualRig
 
 BENCH_UL_PER_MIN = 600.0  # 300 µg/day at 500 µg/mL = 0.6 mL/day, x1440 = 0.6 mL per bench minute
 DENSITY_G_PER_ML = 0.998

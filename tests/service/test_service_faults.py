@@ -11,8 +11,8 @@ import time
 import pytest
 
 from rig.service.api import FaultRequest
+from rig.service.virtual import VirtualRig
 from tests.service.conftest import confirm_program, program_json, wait_for
-from tests.service.virtual_rig import VirtualRig
 
 DETECTION_LIMIT_S = 30.0  # bench seconds at x1440
 

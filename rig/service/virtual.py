@@ -1,5 +1,8 @@
 """The rig service in-process on the simulated bench under a virtual clock: the same delivery
-loop, step generator, physics, flow sensor and books, advanced as fast as the CPU allows."""
+loop, step generator, physics, flow sensor and books, advanced as fast as the CPU allows.
+
+For tests, the soak benchmark and fast demonstrations; never for the real bench.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,54 @@ from pathlib import Path
 
 from hal.bench import build_bench
 from rig.service.books import RigStore
-from rig.service.config import load_config
+from rig.service.config import RigConfig, load_config
 from rig.service.loop import RigService
 from rig.therapy.drugs import parse_program
-from tests.manual_clock import ManualClock
+
+
+class BenchSeconds:
+    """A bench clock that moves only when told to."""
+
+    def __init__(self, now_s: float = 0.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def set(self, now_s: float) -> None:
+        self.now_s = now_s
 
 
 class VirtualRig:
     """A :class:`RigService` whose bench time moves only through :meth:`run`."""
 
-    def __init__(self, data_dir: Path, time_compression: float = 1440.0, **config_changes) -> None:
-        config = load_config()
-        if config_changes:
-            config = config.model_copy(update=config_changes)
-        self.clock = ManualClock(1000.0)
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        config: RigConfig | None = None,
+        time_compression: float | None = None,
+    ) -> None:
+        config = config or load_config()
+        self.clock = BenchSeconds(1000.0)
         self.store = RigStore.open(data_dir / "rig.db")
         self.bench = build_bench(config, "sim", clock=self.clock, start_stepper=False)
         self.service = RigService(
-            self.bench, self.store, time_compression=time_compression, bench_clock=self.clock
+            self.bench,
+            self.store,
+            time_compression=time_compression or config.therapy.time_compression,
+            bench_clock=self.clock,
+            max_bench_flow_ul_per_min=config.therapy.max_bench_flow_ul_per_min,
+            reservoir_capacity_ml=config.therapy.reservoir_capacity_ml,
         )
         self.service.start(threads=False)
         self._closed = False
+
+    def __enter__(self) -> VirtualRig:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
 
     @property
     def now_s(self) -> float:
