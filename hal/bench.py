@@ -20,6 +20,7 @@ from hal.devices import (
     LeakValve,
     LimitSwitches,
     PinchValve,
+    RefillValve,
     StatusLed,
     SyringeDrive,
 )
@@ -59,6 +60,7 @@ class Bench:
     led: StatusLed
     pinch_valve: PinchValve | None
     leak_valve: LeakValve | None
+    refill_valve: RefillValve | None
     flow_sensor: FlowSensor
     balance: MtSicsBalance | None
     sim: SimulatedInstruments | None = None
@@ -114,6 +116,10 @@ def build_bench(
         if pins.leak_valve is not None:
             leak_valve = LeakValve(pins.leak_valve, pin_factory=factory)
             stack.callback(leak_valve.close)
+        refill_valve = None
+        if pins.refill_valve is not None:
+            refill_valve = RefillValve(pins.refill_valve, pin_factory=factory)
+            stack.callback(refill_valve.close)
 
         sim: SimulatedInstruments | None = None
         if kind == "sim":
@@ -148,6 +154,7 @@ def build_bench(
             led=led,
             pinch_valve=pinch_valve,
             leak_valve=leak_valve,
+            refill_valve=refill_valve,
             flow_sensor=flow_sensor,
             balance=balance,
             sim=sim,

@@ -44,6 +44,7 @@ class PinsConfig(StrictModel):
     led_blue: BcmPin = 21
     pinch_valve: BcmPin | None = None
     leak_valve: BcmPin | None = None
+    refill_valve: BcmPin | None = None
 
     @model_validator(mode="after")
     def _pins_unique(self) -> PinsConfig:

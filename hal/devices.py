@@ -262,3 +262,9 @@ class PinchValve(DigitalOutputDevice):
 
 class LeakValve(DigitalOutputDevice):
     """Solenoid valve on a side branch to a waste beaker: energised it opens a leak."""
+
+
+class RefillValve(DigitalOutputDevice):
+    """3-way solenoid valve at the syringe outlet. De-energised the syringe feeds the catheter
+    line; energised it joins the refill port, where check valves send what the plunger pushes
+    to the waste cup and let a withdrawing plunger draw from the supply bottle."""

@@ -67,6 +67,9 @@ class BenchFaults(StrictModel):
     """Electrical noise on the STEP line that the driver takes for steps (a runaway motor)."""
     driver_microstepping: Annotated[int, Field(strict=True)] | None = None
     """Microstepping the driver really uses when its mode jumpers are mis-set (None: the pins)."""
+    short_fill_fraction: Fraction = 0.0
+    """Share of what a refill draws that is air (a supply run dry, a loose connection); the air
+    reaches the line when delivery resumes."""
 
 
 class SimulatedBench:
@@ -107,8 +110,12 @@ class SimulatedBench:
         self._enable_pin = pins.enable
         self._microstep_pins = tuple(pins.microstep)
         self._valve_pins = (pins.pinch_valve, pins.leak_valve)
+        self._refill_valve_pin = pins.refill_valve
+        self._waste_ul = 0.0
+        self._syringe_air_ul = 0.0
         self._listeners: list[tuple[int, Callable[[float], None]]] = []
-        for number in (self._dir_pin, self._enable_pin, *self._microstep_pins, *self._valve_pins):
+        watched = (*self._microstep_pins, *self._valve_pins, self._refill_valve_pin)
+        for number in (self._dir_pin, self._enable_pin, *watched):
             if number is not None:
                 self._watch(number, self._level_listener(number))
         self._watch(self._step_pin, self._on_step_edge)
@@ -226,11 +233,27 @@ class SimulatedBench:
             return
         self._plunger_full_steps = target
         self._steps_moved += 1
-        self._line_ul += moved * self._ul_per_full_step
+        moved_ul = moved * self._ul_per_full_step
+        if self._refill_port_open():
+            if moved_ul > 0:
+                self._waste_ul += moved_ul  # pushed out through the refill port to waste
+            else:
+                self._syringe_air_ul += -moved_ul * self.faults.short_fill_fraction
+            self.update_switches()
+            return
+        if moved_ul > 0 and self._syringe_air_ul > 0:
+            air_ul = min(self._syringe_air_ul, moved_ul)  # air at the outlet leaves first
+            self._syringe_air_ul -= air_ul
+            self._air_remaining_ul += air_ul
+        self._line_ul += moved_ul
         if self._line_ul < 0:
             # Withdrawing pulls fluid back from the line: the line empties, nothing flows back out.
             self._line_ul = 0.0
         self.update_switches()
+
+    def _refill_port_open(self) -> bool:
+        pin = self._refill_valve_pin
+        return pin is not None and self._pin_levels.get(pin, 0.0) > 0.5
 
     def update_switches(self, *, force: bool = False) -> None:
         """Drive the limit-switch pins from the plunger position (switches close to GND)."""
@@ -341,7 +364,8 @@ class SimulatedBench:
         """Mass of fluid collected in the beaker on the balance."""
         with self._lock:
             self._now()
-            return self._outlet_ul / 1000.0 * self._config.sim.fluid_density_g_per_ml
+            collected_ul = self._outlet_ul + self._waste_ul  # beaker and waste cup on the balance
+            return collected_ul / 1000.0 * self._config.sim.fluid_density_g_per_ml
 
     @property
     def plunger_travel_mm(self) -> float:
@@ -351,8 +375,10 @@ class SimulatedBench:
             return self._plunger_full_steps * drive.lead_screw_pitch_mm / drive.steps_per_rev
 
     def _syringe_ul(self) -> float:
+        """Liquid in the syringe (its air excluded)."""
         remaining_full_steps = self._stroke_full_steps - self._plunger_full_steps
-        return max(0.0, remaining_full_steps * self._ul_per_full_step - self._seal_loss_ul)
+        liquid_ul = remaining_full_steps * self._ul_per_full_step - self._seal_loss_ul
+        return max(0.0, liquid_ul - self._syringe_air_ul)
 
     @property
     def syringe_volume_ml(self) -> float:
@@ -399,4 +425,17 @@ class SimulatedBench:
             self._now()
             self._plunger_full_steps = (nominal_ml - volume_ml) * 1000.0 / self._ul_per_full_step
             self._seal_loss_ul = 0.0
+            self._syringe_air_ul = volume_ml * 1000.0 * self.faults.short_fill_fraction
             self.update_switches()
+
+    @property
+    def waste_ul(self) -> float:
+        """What the refill port has sent to the waste cup."""
+        with self._lock:
+            return self._waste_ul
+
+    @property
+    def syringe_air_ul(self) -> float:
+        """Air drawn in by a short fill, not yet pushed into the line."""
+        with self._lock:
+            return self._syringe_air_ul

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from rig.client.http import RigClient, ServiceRejected, ServiceUnreachable
 from rig.common.inputs import InputError, read_toml
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+REFILL_WAIT_S = 180.0  # a 40 mL fill at the drive's maximum rate takes about two minutes
 
 
 def last_proposal_path() -> Path:
@@ -180,9 +182,47 @@ def cmd_events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fill_text(r: dict[str, Any]) -> str:
+    return (
+        f"filled {r['volume_ml']:g} mL at {r['concentration_ug_per_ml']:g} µg/mL;"
+        f" low-reservoir alarm {r['low_alarm_at'] or 'never'}"
+        + ("; concentration changed: program a bridge bolus" if r["bridge_bolus_offered"] else "")
+    )
+
+
+def _wait_for_refill(client: RigClient, phase: str, timeout_s: float = REFILL_WAIT_S) -> dict:
+    """Poll the status until the refill valve's move reaches *phase*; its refill block."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        refill = client.get("/api/status")["refill"]
+        if refill["phase"] == phase:
+            return refill
+        if time.monotonic() > deadline:
+            raise ServiceRejected(504, f"refill: still {refill['phase']} after {timeout_s:g} s")
+        time.sleep(0.2)
+
+
 def cmd_refill(args: argparse.Namespace) -> int:
+    if args.step != "aspirate" and args.volume_ml is None:
+        raise InputError(f"volume_ml: required for the {args.step} step (mL)")
     with _client(args, login=True) as client:
-        if args.step == "withdrawn":
+        if args.step == "aspirate":
+            client.post("/api/refill/aspirate")
+            refill = _wait_for_refill(client, "aspirated")
+            _print(
+                args,
+                refill,
+                lambda r: (
+                    f"withdrawn {r['withdrawn_ml']:.3f} mL by the motor's steps"
+                    + (
+                        f", {r['balance_withdrawn_ml']:.3f} mL by the balance"
+                        if r["balance_withdrawn_ml"] is not None
+                        else ""
+                    )
+                    + f"; {r['verdict']['explanation']}"
+                ),
+            )
+        elif args.step == "withdrawn":
             reply = client.post("/api/refill/withdrawn", {"withdrawn_ml": args.volume_ml})
             _print(args, reply, lambda v: v["explanation"])
         else:
@@ -192,19 +232,9 @@ def cmd_refill(args: argparse.Namespace) -> int:
                 "/api/refill/fill",
                 {"volume_ml": args.volume_ml, "concentration_ug_per_ml": args.concentration},
             )
-            _print(
-                args,
-                reply,
-                lambda r: (
-                    f"filled {r['volume_ml']:g} mL at {r['concentration_ug_per_ml']:g} µg/mL;"
-                    f" low-reservoir alarm {r['low_alarm_at'] or 'never'}"
-                    + (
-                        "; concentration changed: program a bridge bolus"
-                        if r["bridge_bolus_offered"]
-                        else ""
-                    )
-                ),
-            )
+            if reply.get("phase") == "filling":  # the rig draws from the supply itself
+                reply = _wait_for_refill(client, "filled")["result"]
+            _print(args, reply, _fill_text)
     return EXIT_OK
 
 
@@ -256,9 +286,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     alarms.add_argument("action", nargs="?", choices=("list", "ack", "silence"), default="list")
     alarms.add_argument("alarm_id", nargs="?", type=int, help="alarm to acknowledge (default all)")
     alarms.add_argument("--seconds", type=float, default=120.0, help="silence for (max 120)")
-    refill = add("refill", cmd_refill, "refill: withdrawn volume, then fill")
-    refill.add_argument("step", choices=("withdrawn", "fill"))
-    refill.add_argument("volume_ml", type=float)
+    refill = add(
+        "refill",
+        cmd_refill,
+        "refill: aspirate (with a refill valve) or enter the withdrawn volume, then fill",
+    )
+    refill.add_argument("step", choices=("aspirate", "withdrawn", "fill"))
+    refill.add_argument("volume_ml", type=float, nargs="?", help="mL (withdrawn and fill steps)")
     refill.add_argument("--concentration", type=float, default=None, help="µg/mL (fill step)")
     events = add("events", cmd_events, "show the event log")
     events.add_argument("--since-id", type=int, default=None)

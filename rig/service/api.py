@@ -106,6 +106,12 @@ class FaultRequest(StrictModel):
     ) = None
     sensor_dropout: bool | None = None
     air_bubble_ul: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
+    short_fill_fraction: Fraction | None = None
+    """Share of the next refills that is air (the air reaches the line when delivery resumes)."""
+    supply_concentration_ug_per_ml: (
+        Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None
+    ) = None
+    """What the supply really holds, whatever the refill says (a wrong-concentration refill)."""
 
 
 def create_app(
@@ -348,6 +354,11 @@ def create_app(
             role, "refill.withdrawn", body, lambda: service.refill_withdrawn(body.withdrawn_ml)
         )
         return verdict.model_dump(mode="json")
+
+    @app.post("/api/refill/aspirate", dependencies=deps)
+    def aspirate(role: Annotated[Role, Depends(require(Action.REFILL))]) -> dict[str, Any]:
+        """With a refill valve: empty the reservoir to waste; the status's refill tells when."""
+        return audited(role, "refill.aspirate", {}, lambda: service.refill_aspirate(role.value))
 
     @app.post("/api/refill/fill", dependencies=deps)
     def fill(

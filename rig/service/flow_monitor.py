@@ -129,6 +129,10 @@ class FlowMonitor:
             self._rate_ul_per_min = rate_ul_per_min
             self._restart(now_s)
 
+    def restart(self, now_s: float) -> None:
+        """Forget the window: steps issued meanwhile did not go through the line (a refill)."""
+        self._restart(now_s)
+
     def _restart(self, now_s: float) -> None:
         self._settled_from_s = now_s + self.limits.settle_bench_s
         self._samples.clear()

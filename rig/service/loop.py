@@ -45,7 +45,7 @@ from rig.therapy.reservoir import (
     ReservoirState,
     refill_verdict,
 )
-from rig.therapy.units import MINUTES_PER_HOUR, volume_ul
+from rig.therapy.units import MINUTES_PER_HOUR, UL_PER_ML, volume_ul
 
 log = logging.getLogger("itbrig.service")
 
@@ -70,6 +70,12 @@ PATIENT_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 """Patient time of a fresh install (a Monday morning)."""
 
 
+def _jsonable(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in values.items()}
+
+
 def flow_limits_for(config: HardwareConfig) -> FlowLimits:
     """Flow-monitor windows no shorter than the line physics allows.
 
@@ -84,6 +90,30 @@ def flow_limits_for(config: HardwareConfig) -> FlowLimits:
         settle_bench_s=max(defaults.settle_bench_s, 7 * tau_s),
         min_window_bench_s=max(defaults.min_window_bench_s, 7 * tau_s),
     )
+
+
+REFILL_MOVING = ("aspirating", "filling")
+ASPIRATE_CREEP_ML = 0.2
+"""Aspiration slows this far before the books' empty point: the switch then stops it on time."""
+ASPIRATE_CREEP_STEPS_PER_S = 100.0
+"""At the loop's 50 ms watch, the creep overruns the empty switch by at most 5 steps."""
+
+
+@dataclass
+class RefillJob:
+    """A refill through the refill valve: the move under way and what it found."""
+
+    phase: str
+    role: str
+    volume_ml: float = 0.0
+    concentration_ug_per_ml: float = 0.0
+    balance_before_g: float | None = None
+    steps_before: int = 0
+    creeping: bool = False
+    withdrawn_ml: float | None = None
+    balance_withdrawn_ml: float | None = None
+    verdict: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
 
 
 class StateConflict(InputError):
@@ -167,6 +197,8 @@ class RigService:
         self._loop: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._pending_refill: RefillVerdict | None = None
+        self._refill_job: RefillJob | None = None
+        self._supply_concentration_ug_per_ml: float | None = None
         self._virtual_tick_s: float | None = None
         self._booked_boluses: dict[str, int] = {}  # engine bolus start → books' bolus id
         self._bolus_owed_ul = 0.0
@@ -272,12 +304,17 @@ class RigService:
             # advanced the engine.
             self.engine.advance()
             self._forward_engine_events(self.engine.pop_events())
-            self._follow_plan(now_s)
-            self._check_motor(now_s)
+            refilling = self._refill_job is not None and self._refill_job.phase in REFILL_MOVING
+            if refilling:
+                self._watch_refill()  # the plan does not move the motor meanwhile
+            else:
+                self._follow_plan(now_s)
+                self._check_motor(now_s)
             if now_s >= self._sensor_due_s:
                 self._sensor_due_s = now_s + SENSOR_PERIOD_S
                 self._check_switches()
-                self._read_flow(now_s)
+                if not refilling:  # the syringe empties to waste, not through the sensor
+                    self._read_flow(now_s)
             if now_s >= self._ledger_due_s:
                 self._ledger_due_s = now_s + LEDGER_PERIOD_S
                 self._commit_ledger()
@@ -370,7 +407,12 @@ class RigService:
 
     def _check_switches(self) -> None:
         estop_pressed = self.bench.estop.is_pressed
-        at_end = self.bench.limits.at_empty
+        # An empty syringe is the point of a refill's aspiration, not an alarm.
+        at_end = (
+            self.bench.limits.at_empty
+            and self._pending_refill is None
+            and (self._refill_job is None or self._refill_job.phase == "filled")
+        )
         self._set_condition(AlarmCode.EMERGENCY_STOP, estop_pressed, "emergency stop pressed")
         self._set_condition(AlarmCode.PLUNGER_AT_END, at_end, "bench syringe is empty")
 
@@ -415,6 +457,8 @@ class RigService:
 
     def _commit_ledger(self) -> None:
         steps_now = self.bench.stepper.steps_issued
+        if self._refill_job is not None and self._refill_job.phase in REFILL_MOVING:
+            self._ledger_steps = steps_now  # a refill move sends nothing to the patient
         steps = max(0, steps_now - self._ledger_steps)
         patient_end_s = max(self._patient_s(), self._ledger_patient_s)
         volume_ul = steps * self.ul_per_step
@@ -675,8 +719,13 @@ class RigService:
     def refill_fill(
         self, volume_ml: float, concentration_ug_per_ml: float, role: str
     ) -> dict[str, Any]:
-        """The reservoir now holds *volume_ml* at *concentration_ug_per_ml* (what was really
-        filled, checked against the drug library; the program may say otherwise)."""
+        """The reservoir is filled with *volume_ml* at *concentration_ug_per_ml* (checked
+        against the drug library; the program may say otherwise).
+
+        With a refill valve the rig draws the volume from the supply itself: the answer says
+        ``phase: filling`` and the status's ``refill`` tells when it is done. Without one the
+        syringe was filled by hand (on the simulated bench, by the simulated trainer).
+        """
         with self._lock:
             if self._pending_refill is None:
                 raise StateConflict(
@@ -685,36 +734,145 @@ class RigService:
             program = self.engine.state.program
             drug = program.drug if program else self._reservoir["drug"]
             check_fill(self.engine.library, drug, concentration_ug_per_ml)
-            old_concentration = program.concentration_ug_per_ml if program else None
-            self._commit_ledger()  # what went before the refill left at the old concentration
-            status = self.engine.set_reservoir(volume_ml)
-            self._reservoir = self.store.fill_reservoir(
-                drug=drug,
-                concentration_ug_per_ml=concentration_ug_per_ml,
-                volume_ml=volume_ml,
-                capacity_ml=status.reservoir.capacity_ml,
-                low_threshold_ml=status.reservoir.low_threshold_ml,
-                role=role,
-                patient_s=self._patient_s(),
+            capacity_ml = self.engine.state.reservoir.capacity_ml
+            if not 0 < volume_ml <= capacity_ml:
+                raise InputError(
+                    f"volume_ml: {volume_ml:g} mL does not fit; allowed more than 0 and up to "
+                    f"{capacity_ml:g} mL"
+                )
+            if self.bench.refill_valve is None:
+                if self.bench.sim is not None:  # the simulated trainer's hands
+                    self.bench.sim.bench.fill(volume_ml)
+                return self._fill_done(volume_ml, concentration_ug_per_ml, role)
+            self._refill_ready_to_move()
+            steps = round(volume_ml * UL_PER_ML / self.ul_per_step)
+            self._start_refill_move(
+                RefillJob("filling", role, volume_ml, concentration_ug_per_ml), steps, True
             )
-            if self.bench.sim is not None:
-                # On the simulated bench the trainer's hands refill the syringe too.
-                self.bench.sim.bench.fill(volume_ml)
-            self._forward_engine_events(self.engine.pop_events())
-            self._pending_refill = None
-            self._changed()
-            forecast = self.engine.status().settings.reservoir
-            return {
-                "volume_ml": volume_ml,
-                "concentration_ug_per_ml": concentration_ug_per_ml,
-                "concentration_changed": old_concentration is not None
-                and old_concentration != concentration_ug_per_ml,
-                "bridge_bolus_offered": old_concentration is not None
-                and old_concentration != concentration_ug_per_ml,
-                "old_concentration_ug_per_ml": old_concentration,
-                "low_alarm_at": forecast.low_alarm_at,
-                "empty_at": forecast.empty_at,
-            }
+            return {"phase": "filling", "volume_ml": volume_ml}
+
+    def refill_aspirate(self, role: str) -> dict[str, Any]:
+        """Empty the reservoir to the waste cup through the refill valve; the status's
+        ``refill`` gives the withdrawn volume (steps and balance) and the verdict when done."""
+        with self._lock:
+            if self.bench.refill_valve is None:
+                raise StateConflict(
+                    "refill: this bench has no refill valve; empty the syringe by hand and "
+                    "enter the withdrawn volume (POST /api/refill/withdrawn)"
+                )
+            self._refill_ready_to_move()
+            balance_g = self._balance_mass_g()
+            # Fast to just short of what the books say is left, then slowly onto the switch.
+            left_ml = (self.store.reservoir() or self._reservoir)["volume_ml"]
+            fast_steps = round((left_ml - ASPIRATE_CREEP_ML) * UL_PER_ML / self.ul_per_step)
+            job = RefillJob("aspirating", role, balance_before_g=balance_g)
+            self._start_refill_move(job, max(0, fast_steps), False)
+            return {"phase": "aspirating"}
+
+    def _refill_ready_to_move(self) -> None:
+        if self.state_name != "stopped":
+            raise StateConflict("state: stop delivery before the refill (POST /api/stop)")
+        if self._refill_job is not None and self._refill_job.phase in REFILL_MOVING:
+            raise StateConflict(f"refill: the rig is {self._refill_job.phase}; wait for it")
+
+    def _start_refill_move(self, job: RefillJob, steps: int, withdraw: bool) -> None:
+        """Valve to the refill port, driver on, and the move; the loop watches it end."""
+        assert self.bench.refill_valve is not None
+        self._commit_ledger()  # refill moves are not delivery: the ledger skips them
+        job.steps_before = self.bench.stepper.steps_issued
+        self.bench.refill_valve.on()
+        self.bench.drive.energise()
+        max_rate = self.bench.config.drive.max_rate_steps_per_s
+        self.bench.stepper.move(steps, max_rate, withdraw=withdraw)
+        self._refill_job = job
+        self.store.add_event(
+            "refill", f"refill valve open: {job.phase}", role=job.role, patient_s=self._patient_s()
+        )
+
+    def _watch_refill(self) -> None:
+        """Finish a refill move once it has ended (or the empty switch says the syringe is)."""
+        job = self._refill_job
+        if job is None or job.phase not in REFILL_MOVING:
+            return
+        stepper = self.bench.stepper
+        at_empty = job.phase == "aspirating" and self.bench.limits.at_empty
+        if not (at_empty or stepper.wait_move(0)):
+            return
+        if job.phase == "aspirating" and not at_empty and not job.creeping:
+            job.creeping = True  # the rest at a creep, so the switch stops it within a step
+            creep_steps = round(2 * ASPIRATE_CREEP_ML * UL_PER_ML / self.ul_per_step)
+            stepper.move(creep_steps, ASPIRATE_CREEP_STEPS_PER_S)
+            return
+        stepper.stop()
+        self.bench.drive.release()
+        assert self.bench.refill_valve is not None
+        self.bench.refill_valve.off()
+        moved = stepper.steps_issued - job.steps_before
+        self.motion.zero_ul -= moved * self.ul_per_step  # the motor's count moved off the plan
+        self._ledger_steps = stepper.steps_issued
+        self.flow_monitor.restart(self._bench_clock())
+        if job.phase == "aspirating":
+            job.withdrawn_ml = moved * self.ul_per_step / UL_PER_ML
+            balance_g = self._balance_mass_g()
+            if balance_g is not None and job.balance_before_g is not None:
+                job.balance_withdrawn_ml = (
+                    balance_g - job.balance_before_g
+                ) / self.bench.config.sim.fluid_density_g_per_ml
+            job.verdict = self.refill_withdrawn(job.withdrawn_ml).model_dump(mode="json")
+            job.phase = "aspirated"
+        else:
+            job.result = self._fill_done(job.volume_ml, job.concentration_ug_per_ml, job.role)
+            job.phase = "filled"
+        self.store.add_event(
+            "refill",
+            f"refill valve closed: {job.phase}",
+            role=job.role,
+            patient_s=self._patient_s(),
+        )
+
+    def _balance_mass_g(self) -> float | None:
+        balance = self.bench.balance
+        if balance is None:
+            return None
+        try:
+            return balance.read_immediate().mass_g
+        except BalanceError:
+            return None
+
+    def _fill_done(
+        self, volume_ml: float, concentration_ug_per_ml: float, role: str
+    ) -> dict[str, Any]:
+        """The books after a fill: engine reservoir, what the syringe really holds, forecast."""
+        program = self.engine.state.program
+        drug = program.drug if program else self._reservoir["drug"]
+        old_concentration = program.concentration_ug_per_ml if program else None
+        actual = self._supply_concentration_ug_per_ml or concentration_ug_per_ml
+        self._commit_ledger()  # what went before the refill left at the old concentration
+        status = self.engine.set_reservoir(volume_ml)
+        self._reservoir = self.store.fill_reservoir(
+            drug=drug,
+            concentration_ug_per_ml=actual,
+            volume_ml=volume_ml,
+            capacity_ml=status.reservoir.capacity_ml,
+            low_threshold_ml=status.reservoir.low_threshold_ml,
+            role=role,
+            patient_s=self._patient_s(),
+        )
+        self._forward_engine_events(self.engine.pop_events())
+        self._pending_refill = None
+        self._changed()
+        forecast = self.engine.status().settings.reservoir
+        changed = old_concentration is not None and old_concentration != concentration_ug_per_ml
+        return {
+            "volume_ml": volume_ml,
+            "concentration_ug_per_ml": concentration_ug_per_ml,
+            "actual_concentration_ug_per_ml": actual,
+            "concentration_changed": changed,
+            "bridge_bolus_offered": changed,
+            "old_concentration_ug_per_ml": old_concentration,
+            "low_alarm_at": forecast.low_alarm_at,
+            "empty_at": forecast.empty_at,
+        }
 
     def set_time_compression(self, factor: float) -> None:
         """A new nominal factor; the effective one stays within the bench's limits."""
@@ -767,12 +925,26 @@ class RigService:
                     "patient_ug": self.catheter.patient_ug,
                 },
                 "reservoir": self._reservoir_status(),
+                "refill": self._refill_status(),
                 "flow": {
                     "expected_ul_per_min": self.telemetry.expected_ul_per_min,
                     "measured_ul_per_min": self.telemetry.measured_ul_per_min,
                     "sensor_ul_per_min": self.telemetry.sensor_ul_per_min,
                 },
             }
+
+    def _refill_status(self) -> dict[str, Any]:
+        """The refill under way or last done through the valve (None: by hand)."""
+        job = self._refill_job
+        return {
+            "valve": self.bench.refill_valve is not None,
+            "phase": None if job is None else job.phase,
+            "withdrawn_ml": None if job is None else job.withdrawn_ml,
+            "balance_withdrawn_ml": None if job is None else job.balance_withdrawn_ml,
+            "verdict": None if job is None else job.verdict,
+            "result": None if job is None else _jsonable(job.result),
+            "awaiting_fill": self._pending_refill is not None,
+        }
 
     def _reservoir_status(self) -> dict[str, Any]:
         """What is really in the reservoir and the catheter, beside what the program says."""
@@ -806,6 +978,7 @@ class RigService:
             raise StateConflict("faults: fault injection needs the simulated bench (--hal sim)")
         changes = request.model_dump(exclude_none=True)
         bubble_ul = changes.pop("air_bubble_ul", None)
+        supply = changes.pop("supply_concentration_ug_per_ml", None)
         sensor_changes = {}
         if "sensor_bias_ul_per_min" in changes:
             sensor_changes["bias_ul_per_min"] = changes.pop("sensor_bias_ul_per_min")
@@ -819,6 +992,8 @@ class RigService:
                 )
             if bubble_ul is not None:
                 sim.bench.inject_air_bubble(bubble_ul)
+            if supply is not None:
+                self._supply_concentration_ug_per_ml = supply
             self.store.add_event(
                 "fault", f"faults injected: {request.model_dump(exclude_none=True)}",
                 patient_s=self._patient_s(),
@@ -832,6 +1007,7 @@ class RigService:
         with self._lock:
             sim.bench.clear_faults()
             sim.flow_sensor.set_faults(type(sim.flow_sensor.faults)())
+            self._supply_concentration_ug_per_ml = None
             self.store.add_event("fault", "faults cleared", patient_s=self._patient_s())
             return self._faults(sim.bench.faults.model_dump())
 
@@ -840,6 +1016,7 @@ class RigService:
         return {
             "bench": bench_faults,
             "sensor": dataclasses.asdict(self.bench.sim.flow_sensor.faults),
+            "supply_concentration_ug_per_ml": self._supply_concentration_ug_per_ml,
         }
 
     def bench_readings(self) -> dict[str, Any]:
