@@ -290,6 +290,7 @@ class RefillScreen(FormScreen):
     explanation = StringProperty("")
     amounts = StringProperty("")
     steps_text = StringProperty("")
+    awaiting_valve = BooleanProperty(False)
     STEPS = (
         ("stop", "1 Stop"),
         ("withdrawn", "2 Aspirate"),
@@ -325,6 +326,13 @@ class RefillScreen(FormScreen):
         self.state = str(status.get("state", ""))
         if self.step == "stop":
             self.old_program = fmt.view(status)["program"] or {}
+        refill = status.get("refill") or {}
+        if self.awaiting_valve and (self.step, refill.get("phase")) == ("withdrawn", "aspirated"):
+            self.awaiting_valve = False
+            self._checked(refill.get("verdict") or {})
+        elif self.awaiting_valve and (self.step, refill.get("phase")) == ("fill", "filled"):
+            self.awaiting_valve = False
+            self._filled(refill.get("result") or {})
 
     def stop_pump(self) -> None:
         self.request("POST", "/api/stop", None, lambda _r: self.say("Pump stopped"))
@@ -332,6 +340,12 @@ class RefillScreen(FormScreen):
     def to_withdrawn(self) -> None:
         self.step = "withdrawn"
         self.form.load(WITHDRAWN_FIELDS, initial_values(WITHDRAWN_FIELDS))
+        refill = ((self.ctl.status if self.ctl else {}) or {}).get("refill") or {}
+        if refill.get("valve"):  # the rig empties the syringe to waste and measures it
+            self.awaiting_valve = True
+            self.request("POST", "/api/refill/aspirate", None, lambda _r: None)
+            self.say("Aspirating the reservoir to waste…")
+            return
         self.say("Aspirate the reservoir completely, then enter the volume withdrawn")
 
     def next_from_form(self) -> None:
@@ -373,9 +387,19 @@ class RefillScreen(FormScreen):
         self.step = "fill"
         current = {"concentration_ug_per_ml": self.old_program.get("concentration_ug_per_ml")}
         self.form.load(FILL_FIELDS, initial_values(FILL_FIELDS, current))
-        self.say("Fill through the fill port, then enter volume and concentration")
+        valve = bool(((self.ctl.status if self.ctl else {}) or {}).get("refill", {}).get("valve"))
+        self.say(
+            "Enter volume and concentration: the rig draws them from the supply"
+            if valve
+            else "Refill the bench syringe by hand and seat the plunger (the full switch closes "
+            "when it holds its whole volume), then enter volume and concentration"
+        )
 
     def _filled(self, reply: dict[str, Any]) -> None:
+        if reply.get("phase") == "filling":  # the refill valve: the rig draws from the supply
+            self.awaiting_valve = True
+            self.say("Filling from the supply…")
+            return
         self.bridge_offered = bool(reply.get("bridge_bolus_offered"))
         reservoir = {**fmt.view(self.ctl.status if self.ctl else {})["reservoir"], **reply}
         self.filled = reply
