@@ -27,22 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rig.service.api import FaultRequest  # noqa: E402
-from rig.service.virtual import VirtualRig  # noqa: E402
+from rig.service.virtual import BENCH_FAULT_EXAMPLES, VirtualRig  # noqa: E402
 from rig.therapy.drugs import load_program  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "programs"
 REFILL_BELOW_ML = 4.0
 SAMPLE_S = 1.0
-FAULTS = [
-    ({"occlusion_fraction": 1.0}, "no_flow"),
-    ({"leak_fraction": 0.3}, "under_infusion"),
-    ({"motor_stalled": True}, "no_flow"),
-    ({"slip_fraction": 0.3}, "under_infusion"),
-    ({"sensor_dropout": True}, "sensor_fault"),
-    ({"air_bubble_ul": 200.0}, "air_in_line"),
-    ({"spurious_steps_per_s": 1500.0}, "runaway"),
-    ({"sensor_bias_ul_per_min": 100.0}, "over_infusion"),
-]
 DETECTION_LIMIT_S = 30.0
 
 
@@ -139,7 +129,7 @@ class Soak:
 
     def faults(self) -> list[tuple[str, str, float | None]]:
         results = []
-        for fault, alarm in FAULTS:
+        for fault, alarm in BENCH_FAULT_EXAMPLES:
             self.rig.confirm(program("continuous", concentration_ug_per_ml=1000))
             self.service.start_delivery("clinician")
             self.run(9.0)  # settle and fill one monitor window

@@ -1,19 +1,7 @@
-"""A monotonic clock for tests: it moves only when the test moves it."""
+"""The simulated bench's manual clock, for tests: it moves only when the test moves it."""
 
 from __future__ import annotations
 
+from hal.sim.clock import ManualClock
 
-class ManualClock:
-    """Seconds that change only through :meth:`set` and :meth:`advance`."""
-
-    def __init__(self, now_s: float = 0.0) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def set(self, now_s: float) -> None:
-        self.now_s = now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
+__all__ = ["ManualClock"]

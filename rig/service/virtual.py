@@ -9,23 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from hal.bench import build_bench
+from hal.sim.clock import ManualClock
 from rig.service.books import RigStore
 from rig.service.config import RigConfig, load_config
 from rig.service.loop import RigService
 from rig.therapy.drugs import parse_program
 
-
-class BenchSeconds:
-    """A bench clock that moves only when told to."""
-
-    def __init__(self, now_s: float = 0.0) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def set(self, now_s: float) -> None:
-        self.now_s = now_s
+BENCH_FAULT_EXAMPLES: list[tuple[dict[str, object], str]] = [
+    ({"occlusion_fraction": 1.0}, "no_flow"),
+    ({"leak_fraction": 0.3}, "under_infusion"),
+    ({"motor_stalled": True}, "no_flow"),
+    ({"slip_fraction": 0.3}, "under_infusion"),
+    ({"sensor_dropout": True}, "sensor_fault"),
+    ({"air_bubble_ul": 200.0}, "air_in_line"),
+    ({"spurious_steps_per_s": 1500.0}, "runaway"),
+    ({"sensor_bias_ul_per_min": 100.0}, "over_infusion"),
+]
+"""Each bench fault (as ``POST /api/faults`` takes it) with the alarm it raises on a running
+continuous program: for tests, the soak and demonstrations."""
 
 
 class VirtualRig:
@@ -39,7 +40,7 @@ class VirtualRig:
         time_compression: float | None = None,
     ) -> None:
         config = config or load_config()
-        self.clock = BenchSeconds(1000.0)
+        self.clock = ManualClock(1000.0)
         self.store = RigStore.open(data_dir / "rig.db")
         self.bench = build_bench(config, "sim", clock=self.clock, start_stepper=False)
         self.service = RigService(

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rig.service.api import FaultRequest
-from rig.service.virtual import VirtualRig
+from rig.service.virtual import BENCH_FAULT_EXAMPLES, VirtualRig
 from tests.service.conftest import confirm_program, program_json, wait_for
 
 DETECTION_LIMIT_S = 30.0  # bench seconds at x1440
@@ -35,16 +35,7 @@ def inject(rig: VirtualRig, fault: dict) -> None:
 
 @pytest.mark.parametrize(
     ("fault", "alarm"),
-    [
-        ({"occlusion_fraction": 1.0}, "no_flow"),
-        ({"leak_fraction": 0.3}, "under_infusion"),
-        ({"motor_stalled": True}, "no_flow"),
-        ({"slip_fraction": 0.3}, "under_infusion"),
-        ({"sensor_dropout": True}, "sensor_fault"),
-        ({"air_bubble_ul": 200.0}, "air_in_line"),
-        ({"spurious_steps_per_s": 1500.0}, "runaway"),
-        ({"sensor_bias_ul_per_min": 100.0}, "over_infusion"),
-    ],
+    BENCH_FAULT_EXAMPLES,
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else value,
 )
 def test_fault_raises_its_alarm(rig, fault, alarm):
