@@ -193,7 +193,11 @@ def _build_simulated_instruments(
 def _build_stepper(
     kind: HalKind, drive: SyringeDrive, clock: Clock | None, spin_s: float, pulse_us: float
 ) -> StepGenerator:
-    """lgpio's C pulse trains where the pins are lgpio's, else the software generator."""
+    """lgpio's pulse trains where the pins are lgpio's, else the Python step thread.
+
+    Both are software-timed: lgpio's trains by a thread in its C library (free of the GIL), the
+    other by a Python thread; neither uses a hardware timer or DMA.
+    """
     if kind == "gpio" and type(drive.pin_factory).__name__ == "LGPIOFactory":
         return LgpioStepGenerator(drive, pulse_us=pulse_us)
     if clock is not None:
