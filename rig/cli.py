@@ -98,6 +98,12 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     add_serve_command(subparsers)
 
 
+def _add_selftest(subparsers: argparse._SubParsersAction) -> None:
+    from rig.service.selftest import add_selftest_command
+
+    add_selftest_command(subparsers)
+
+
 def _add_clients(subparsers: argparse._SubParsersAction) -> None:
     from rig.client.commands import add_client_commands
 
@@ -114,6 +120,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_simulate,
     _add_serve,
+    _add_selftest,
     _add_clients,
     _add_plugins,
 ]
