@@ -15,6 +15,8 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
     assert round(1000.0 / config.ul_per_microstep) == 48918
     assert config.therapy.time_compression == 1440.0
     assert config.pins.pinch_valve == 19
+    assert config.kiosk.rotation == 0
+    assert config.selftest.min_free_mb == 100.0
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,11 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
         ({"balance": {"baud": 9601}}, ["balance.baud"]),
         ({"sim": {"initial_fill_ml": 12.0}}, ["initial_fill_ml", "exceeds"]),
         ({"therapy": {"time_compression": 0.5}}, ["therapy.time_compression"]),
+        ({"kiosk": {"rotation": 45}}, ["kiosk.rotation", "0, 90, 180 or 270"]),
+        ({"kiosk": {"rotation": "90"}}, ["kiosk.rotation", "0, 90, 180 or 270"]),
+        ({"kiosk": {"rotate": 90}}, ["kiosk.rotate", "unknown key"]),
+        ({"selftest": {"signal_s": 5}}, ["selftest.signal_s", "less than or equal to 2"]),
+        ({"selftest": {"zero_flow_samples": 0}}, ["selftest.zero_flow_samples"]),
     ],
 )
 def test_each_config_error_names_the_key_and_what_is_allowed(document, names):

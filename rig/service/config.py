@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
@@ -36,11 +36,19 @@ class SelfTestConfig(StrictModel):
     """How long the buzzer sounds and each LED colour shows while they cycle."""
 
 
+class KioskConfig(StrictModel):
+    """The touchscreen kiosk; the service hands these to the kiosk with its status."""
+
+    rotation: Literal[0, 90, 180, 270] = 0
+    """Clockwise degrees the kiosk turns its picture and its touch input (the panel's mounting)."""
+
+
 class RigConfig(HardwareConfig):
     """The whole of ``rig.toml``: hardware tables plus therapy defaults and service settings."""
 
     therapy: TherapyConfig = TherapyConfig()
     selftest: SelfTestConfig = SelfTestConfig()
+    kiosk: KioskConfig = KioskConfig()
 
 
 def parse_config(data: dict, source: str = "config") -> RigConfig:

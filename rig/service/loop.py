@@ -24,6 +24,7 @@ from hal.flow_sensor import FlowSensorError
 from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
 from rig.service.books import RigStore, RunState
+from rig.service.config import KioskConfig
 from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
 from rig.service.selftest import SelfTestReport
 from rig.therapy.alarms import AlarmCode, alarm_spec
@@ -96,8 +97,10 @@ class RigService:
         time_compression: float,
         notify: Callable[[str], None] | None = None,
         bench_clock: Callable[[], float] = time.monotonic,
+        kiosk: KioskConfig | None = None,
     ) -> None:
         self.bench = bench
+        self.kiosk = kiosk or KioskConfig()
         self._bench_clock = bench_clock
         self.store = store
         self._notify = notify or (lambda _message: None)
@@ -649,6 +652,7 @@ class RigService:
                 "state": self.state_name,
                 "hal": self.bench.kind,
                 "self_test_passed": None if self.self_test is None else self.self_test.passed,
+                "kiosk": self.kiosk.model_dump(),
                 "time_compression": self.clock.time_compression,
                 "patient_time": therapy.now,
                 "therapy": therapy.model_dump(mode="json"),

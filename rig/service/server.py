@@ -62,7 +62,9 @@ def serve(args: argparse.Namespace) -> int:
         if not report.passed:
             log.error("cannot open the books: %s", report.failure_message())
         raise
-    service = RigService(bench, store, time_compression=time_compression, notify=notify)
+    service = RigService(
+        bench, store, time_compression=time_compression, notify=notify, kiosk=config.kiosk
+    )
     service.apply_self_test(report)
     app = create_app(service, Authenticator(store), access_token=access_token)
     server = uvicorn.Server(
