@@ -111,6 +111,7 @@ class SelfTestReport:
 def _pin_devices(bench: Bench) -> dict[str, Device]:
     """The device that must hold each function's pin (names as in ``PinsConfig.assignments``)."""
     drive = bench.drive
+    # gpiozero's RGBLED keeps its three PWMLEDs in _leds (empty once closed).
     red, green, blue = bench.led._leds or (None, None, None)
     devices: dict[str, Any] = {
         "step": drive.step,
