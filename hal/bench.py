@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gpiozero import Factory
 
-from hal.balance import MtSicsBalance
+from hal.balance import BalanceError, MtSicsBalance
 from hal.config import HardwareConfig
 from hal.devices import (
     AlarmBuzzer,
@@ -24,7 +24,13 @@ from hal.devices import (
     StatusLed,
     SyringeDrive,
 )
-from hal.flow_sensor import FlowSensor, Sf06FlowSensor, open_flow_sensor
+from hal.flow_sensor import (
+    AbsentFlowSensor,
+    FlowSensor,
+    FlowSensorError,
+    Sf06FlowSensor,
+    open_flow_sensor,
+)
 from hal.pins import HalKind, default_hal_kind, make_pin_factory
 from hal.sim.balance import SimulatedBalance
 from hal.sim.bench import Clock, SimulatedBench
@@ -64,6 +70,8 @@ class Bench:
     flow_sensor: FlowSensor
     balance: MtSicsBalance | None
     sim: SimulatedInstruments | None = None
+    balance_error: str | None = None
+    """Why an enabled balance is missing (its port could not be opened), else None."""
     _closers: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
@@ -122,18 +130,28 @@ def build_bench(
             stack.callback(refill_valve.close)
 
         sim: SimulatedInstruments | None = None
+        balance: MtSicsBalance | None = None
+        balance_error: str | None = None
         if kind == "sim":
             sim_clock = clock or time.monotonic
             sim = _build_simulated_instruments(config, factory, sim_clock, stack)
             flow_sensor: FlowSensor = Sf06FlowSensor(sim_i2c_channel(sim.flow_sensor))
-            balance = None
             if sim.balance is not None:
                 balance = MtSicsBalance(
                     sim.balance.port, baud=config.balance.baud, timeout_s=config.balance.timeout_s
                 )
         else:
-            flow_sensor = open_flow_sensor(config.flow_sensor)
-            balance = MtSicsBalance.from_config(config.balance) if config.balance.enabled else None
+            # A missing instrument must not keep the rig from starting: the self-test names it
+            # and the service raises its alarm.
+            try:
+                flow_sensor = open_flow_sensor(config.flow_sensor)
+            except FlowSensorError as error:
+                flow_sensor = AbsentFlowSensor(str(error))
+            if config.balance.enabled:
+                try:
+                    balance = MtSicsBalance.from_config(config.balance)
+                except BalanceError as error:
+                    balance_error = str(error)
         stack.callback(flow_sensor.close)
         if balance is not None:
             stack.callback(balance.close)
@@ -158,6 +176,7 @@ def build_bench(
             flow_sensor=flow_sensor,
             balance=balance,
             sim=sim,
+            balance_error=balance_error,
         )
         bench._closers = stack.pop_all()
     if kind == "sim":
@@ -198,7 +217,11 @@ def _build_simulated_instruments(
 def _build_stepper(
     kind: HalKind, drive: SyringeDrive, clock: Clock | None, config: HardwareConfig
 ) -> StepGenerator:
-    """lgpio's C pulse trains where the pins are lgpio's, else the software generator."""
+    """lgpio's pulse trains where the pins are lgpio's, else the Python step thread.
+
+    Both are software-timed: lgpio's trains by a thread in its C library (free of the GIL), the
+    other by a Python thread; neither uses a hardware timer or DMA.
+    """
     drive_config = config.drive
     max_rate = drive_config.max_rate_steps_per_s
     if kind == "gpio" and type(drive.pin_factory).__name__ == "LGPIOFactory":

@@ -8,9 +8,10 @@ non-positive geometry and pins out of range or used twice are rejected.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 BCM_PIN_MIN = 2
 BCM_PIN_MAX = 27
@@ -112,13 +113,82 @@ class DriveConfig(StrictModel):
         return self.steps_per_rev * self.microstepping / self.lead_screw_pitch_mm
 
 
+STABLE_PORT_PREFIX = "/dev/itbrig-"
+"""Serial ports named ``/dev/itbrig-<name>`` are links that the rig's udev rules make."""
+PI_UART_PORTS = frozenset(
+    {"/dev/serial0", "/dev/serial1", "/dev/ttyAMA0", "/dev/ttyAMA10", "/dev/ttyS0"}
+)
+"""The Pi's own UART (GPIO 14/15): using it needs the serial port enabled in the firmware."""
+
+_USB_ID = re.compile(r"[0-9a-f]{4}")
+_USB_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _usb_id(value: str) -> str:
+    if not _USB_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a USB id: four lowercase hex digits, as lsusb shows")
+    return value
+
+
+def _usb_serial(value: str) -> str:
+    if not _USB_SERIAL.fullmatch(value):
+        raise ValueError(
+            f"{value!r}: a USB serial number here is 1 to 64 letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+UsbId = Annotated[str, AfterValidator(_usb_id)]
+"""A USB vendor or product id: four lowercase hex digits, as udev reads them from sysfs."""
+_STABLE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _serial_port(path: str) -> str:
+    if not path.startswith("/") or any(char.isspace() for char in path):
+        raise ValueError(
+            f"{path!r} is not a device path; give an absolute path without spaces, such as "
+            f"{STABLE_PORT_PREFIX}balance or /dev/ttyUSB0"
+        )
+    if path.startswith(STABLE_PORT_PREFIX) and not _STABLE_NAME.fullmatch(
+        path.removeprefix(STABLE_PORT_PREFIX)
+    ):
+        raise ValueError(
+            f"{path!r}: a stable name is {STABLE_PORT_PREFIX} followed by lowercase letters, "
+            "digits and '-'"
+        )
+    return path
+
+
+SerialPort = Annotated[str, AfterValidator(_serial_port)]
+"""An absolute device path; a ``/dev/itbrig-`` name is one the rig's udev rules make."""
+
+
+class UsbSerialMatch(StrictModel):
+    """How udev recognises a USB–serial adapter, to give it its stable ``/dev/itbrig-`` name.
+
+    Vendor and product id (``lsusb``); two adapters with the same ids (two FTDI FT232R, say) are
+    told apart by the serial number the chip reports (``udevadm info -q property -n
+    /dev/ttyUSB0``, ``ID_SERIAL_SHORT``).
+    """
+
+    vendor_id: UsbId = "0403"
+    product_id: UsbId = "6001"
+    serial: Annotated[str, AfterValidator(_usb_serial)] | None = None
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vendor_id}:{self.product_id}"
+
+
 class FlowSensorConfig(StrictModel):
     """Sensirion SLF3S-0600F liquid flow sensor: on the Pi's I2C bus or through an SCC1 cable."""
 
     kind: Literal["i2c", "scc1"] = "i2c"
     i2c_bus: str = "/dev/i2c-1"
     i2c_address: Annotated[int, Field(ge=0x03, le=0x77, strict=True)] = 0x08
-    port: str = "/dev/ttyUSB0"
+    port: SerialPort = "/dev/itbrig-scc1"
+    usb: UsbSerialMatch = UsbSerialMatch()
+    """The SCC1 cable's USB ids: FTDI's default 0403:6001 (it is FTDI-based)."""
     read_timeout_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.5
 
 
@@ -126,7 +196,9 @@ class BalanceConfig(StrictModel):
     """Mettler Toledo MT-SICS balance on a serial port (optional on the bench)."""
 
     enabled: bool = True
-    port: str = "/dev/ttyUSB1"
+    port: SerialPort = "/dev/itbrig-balance"
+    usb: UsbSerialMatch = UsbSerialMatch()
+    """The USB–RS-232 adapter's ids (default an FTDI FT232R adapter, 0403:6001)."""
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400] = 9600
     timeout_s: Annotated[float, Field(gt=0, le=30, allow_inf_nan=False)] = 2.0
 
@@ -174,6 +246,53 @@ class HardwareConfig(StrictModel):
                 f"syringe.nominal_volume_ml ({self.syringe.nominal_volume_ml} mL)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _serial_devices_distinct(self) -> HardwareConfig:
+        if self.flow_sensor.kind != "scc1" or not self.balance.enabled:
+            return self
+        scc1, balance = self.flow_sensor, self.balance
+        if scc1.port == balance.port:
+            raise ValueError(
+                f"flow_sensor.port and balance.port are both {scc1.port}; the SCC1 cable and "
+                "the balance need a port each"
+            )
+        ports = (scc1.port, balance.port)
+        # A udev rule for either stable name must not also match the other USB adapter.
+        stable = any(p.startswith(STABLE_PORT_PREFIX) for p in ports) and not any(
+            p in PI_UART_PORTS for p in ports
+        )
+        serials = (scc1.usb.serial, balance.usb.serial)
+        if (
+            stable
+            and scc1.usb.usb_id == balance.usb.usb_id
+            and (None in serials or serials[0] == serials[1])
+        ):
+            raise ValueError(
+                f"flow_sensor.usb and balance.usb both match USB id {scc1.usb.usb_id}, so udev "
+                "cannot tell the SCC1 cable from the balance's adapter; set a different "
+                "usb.serial in each, the serial number of its chip (udevadm info -q property "
+                "-n /dev/ttyUSB0: ID_SERIAL_SHORT)"
+            )
+        return self
+
+    def serial_devices(self) -> list[tuple[str, str, UsbSerialMatch]]:
+        """The USB–serial devices in use: (what, port, USB match)."""
+        devices = []
+        if self.balance.enabled:
+            devices.append(("balance", self.balance.port, self.balance.usb))
+        if self.flow_sensor.kind == "scc1":
+            devices.append(("SCC1 cable", self.flow_sensor.port, self.flow_sensor.usb))
+        return devices
+
+    def buses(self) -> list[str]:
+        """The Pi buses this bench needs enabled: ``i2c`` (flow sensor), ``uart`` (GPIO 14/15)."""
+        needed = []
+        if self.flow_sensor.kind == "i2c":
+            needed.append("i2c")
+        if any(port in PI_UART_PORTS for _what, port, _usb in self.serial_devices()):
+            needed.append("uart")
+        return needed
 
     @property
     def ul_per_microstep(self) -> float:

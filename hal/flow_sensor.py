@@ -98,6 +98,13 @@ class FlowSensorDataError(FlowSensorError):
 class FlowSensor(Protocol):
     """What the rig needs from a liquid flow sensor."""
 
+    @property
+    def description(self) -> str:
+        """Which sensor this is and where it is attached."""
+
+    def identify(self) -> tuple[int, int]:
+        """``(product_identifier, serial_number)``; the sensor must be idle."""
+
     def start(self) -> None:
         """Start continuous measurement with the water calibration."""
 
@@ -376,6 +383,44 @@ class _TimedLinuxI2cTransceiver(LinuxI2cTransceiver):
     def close(self) -> None:
         if self._file_descriptor is not None:
             super().close()
+
+
+class AbsentFlowSensor:
+    """Stands where a flow sensor could not be opened (bus or cable missing, sensor unplugged).
+
+    Every measurement call raises :class:`FlowSensorAbsent` with the reason the sensor could not
+    be opened, so the rig starts, its self-test names the part, and its flow monitor raises a
+    sensor fault, instead of the whole service failing to start.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    @property
+    def description(self) -> str:
+        return f"absent flow sensor ({self.reason})"
+
+    @property
+    def is_measuring(self) -> bool:
+        return False
+
+    def _absent(self) -> FlowSensorAbsent:
+        return FlowSensorAbsent(self.reason)
+
+    def identify(self) -> tuple[int, int]:
+        raise self._absent()
+
+    def start(self) -> None:
+        raise self._absent()
+
+    def read(self) -> FlowReading:
+        raise self._absent()
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def open_flow_sensor(config: FlowSensorConfig) -> FlowSensor:

@@ -11,8 +11,18 @@ Two backends issue the steps:
   the rest, writing the STEP pin through gpiozero (any pin factory, MockFactory included). It
   can also run without a thread under a supplied clock (:meth:`run_until`), for simulations faster
   than real time.
-* :class:`LgpioStepGenerator` — hands chunks of pulses to lgpio's C pulse generator
-  (``tx_pulse``), re-aiming every chunk at the ideal schedule. Pi only.
+* :class:`LgpioStepGenerator` — hands chunks of pulses to lgpio's pulse generator
+  (``tx_pulse``), each chunk aimed at the step targets. Pi only.
+
+Neither is hardware-timed. lgpio's pulses are *software-timed* (its documentation says so): a
+thread inside the lgpio C library sleeps until each edge and writes the line through the
+kernel's GPIO character device. That thread is free of Python's GIL and of this process's other
+threads, but it is an ordinary Linux thread, so expect what such a thread gets: edge errors of
+tens of µs on an idle Pi and, under load or on a kernel without real-time patches, occasional
+edges a millisecond or more late (an expectation from how it is scheduled; this project has not
+measured it on a Pi yet). Lateness never changes how many steps are issued: every chunk's pulse
+count comes from the step targets. ``bench/step_timing.py --backend lgpio`` measures it on a
+Pi, with STEP looped back to an input pin whose edges the kernel timestamps.
 """
 
 from __future__ import annotations

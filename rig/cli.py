@@ -36,12 +36,39 @@ def _config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_udev_rules(args: argparse.Namespace) -> int:
+    from hal.udev import udev_rules
+    from rig.service.config import load_config
+
+    print(udev_rules(load_config(args.file)), end="")
+    return EXIT_OK
+
+
+def _config_buses(args: argparse.Namespace) -> int:
+    from rig.service.config import load_config
+
+    for bus in load_config(args.file).buses():
+        print(bus)
+    return EXIT_OK
+
+
 def _add_config(subparsers: argparse._SubParsersAction) -> None:
     config = subparsers.add_parser("config", help="configuration file tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a rig.toml; exit 0 if valid, 2 if not")
     check.add_argument("file", help="path to the TOML configuration file")
     check.set_defaults(handler=_config_check)
+    rules = config_sub.add_parser(
+        "udev-rules",
+        help="print the udev rules that give the rig.toml's USB-serial devices their stable names",
+    )
+    rules.add_argument("file", help="path to the TOML configuration file")
+    rules.set_defaults(handler=_config_udev_rules)
+    buses = config_sub.add_parser(
+        "buses", help="print the Pi buses the rig.toml needs enabled, one a line (i2c, uart)"
+    )
+    buses.add_argument("file", help="path to the TOML configuration file")
+    buses.set_defaults(handler=_config_buses)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -98,6 +125,12 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     add_serve_command(subparsers)
 
 
+def _add_selftest(subparsers: argparse._SubParsersAction) -> None:
+    from rig.service.selftest import add_selftest_command
+
+    add_selftest_command(subparsers)
+
+
 def _add_clients(subparsers: argparse._SubParsersAction) -> None:
     from rig.client.commands import add_client_commands
 
@@ -114,6 +147,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_simulate,
     _add_serve,
+    _add_selftest,
     _add_clients,
     _add_plugins,
 ]

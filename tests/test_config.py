@@ -17,6 +17,8 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
     assert config.therapy.reservoir_capacity_ml == config.syringe.nominal_volume_ml == 20.0
     assert config.therapy.time_compression == 1440.0
     assert config.pins.pinch_valve == 19
+    assert config.kiosk.rotation == 0
+    assert config.selftest.min_free_mb == 100.0
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,24 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
         ({"therapy": {"reservoir_capacity_ml": 30.0}}, ["reservoir_capacity_ml", "20", "40"]),
         ({"therapy": {"max_bench_flow_ul_per_min": 0}}, ["therapy.max_bench_flow_ul_per_min"]),
         ({"therapy": {"time_compression": 0.5}}, ["therapy.time_compression"]),
+        ({"kiosk": {"rotation": 45}}, ["kiosk.rotation", "0, 90, 180 or 270"]),
+        ({"balance": {"port": "ttyUSB1"}}, ["balance.port", "not a device path"]),
+        ({"balance": {"port": "/dev/itbrig-Balance"}}, ["balance.port", "lowercase letters"]),
+        ({"balance": {"usb": {"vendor_id": "403"}}}, ["balance.usb.vendor_id", "four lowercase"]),
+        ({"balance": {"usb": {"serial": "A5 02"}}}, ["balance.usb.serial", "1 to 64 letters"]),
+        ({"balance": {"usb": {"vid": "0403"}}}, ["balance.usb.vid", "unknown key"]),
+        (
+            {"flow_sensor": {"kind": "scc1", "port": "/dev/itbrig-balance"}},
+            ["flow_sensor.port and balance.port are both /dev/itbrig-balance"],
+        ),
+        (
+            {"flow_sensor": {"kind": "scc1", "usb": {"serial": "X1"}}},
+            ["both match USB id 0403:6001", "set a different usb.serial in each"],
+        ),
+        ({"kiosk": {"rotation": "90"}}, ["kiosk.rotation", "0, 90, 180 or 270"]),
+        ({"kiosk": {"rotate": 90}}, ["kiosk.rotate", "unknown key"]),
+        ({"selftest": {"signal_s": 5}}, ["selftest.signal_s", "less than or equal to 2"]),
+        ({"selftest": {"zero_flow_samples": 0}}, ["selftest.zero_flow_samples"]),
     ],
 )
 def test_each_config_error_names_the_key_and_what_is_allowed(document, names):

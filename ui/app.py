@@ -79,6 +79,14 @@ class KioskRoot(FloatLayout):
     def _status(self, _ctl: Any, status: dict[str, Any]) -> None:
         self.ids.banner.alarms = list(status.get("alarms") or [])
         self._header()
+        self._rotate(status)
+
+    def _rotate(self, status: dict[str, Any]) -> None:
+        """Turn picture and touch as ``[kiosk] rotation`` says (Kivy rotates both together)."""
+        rotation = fmt.kiosk_rotation(status)
+        window = self.get_root_window()
+        if rotation is not None and window is not None and window.rotation != rotation:
+            window.rotation = rotation
 
     def _header(self, *_args: Any) -> None:
         status = self.ctl.status or {}

@@ -6,8 +6,9 @@ import argparse
 import logging
 import os
 
-from rig.client.http import DEFAULT_URL, URL_ENV
+from rig.client.http import DEFAULT_URL, URL_ENV, RigClient, ServiceRejected, ServiceUnreachable
 from rig.client.launcher import ServiceProcess
+from ui.format import kiosk_rotation
 
 
 def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
@@ -54,12 +55,25 @@ def run_kiosk(args: argparse.Namespace) -> int:
         return _run_app(service.url, args.windowed)
 
 
+def initial_rotation(url: str, timeout_s: float = 2.0) -> int:
+    """``[kiosk] rotation`` from the service, so the first frame is already turned (0 when the
+    service does not answer yet; the kiosk turns as soon as a status arrives)."""
+    try:
+        with RigClient(url, timeout_s=timeout_s) as client:
+            status = client.get("/api/status")
+    except (ServiceUnreachable, ServiceRejected, ValueError):
+        return 0
+    rotation = kiosk_rotation(status) if isinstance(status, dict) else None
+    return rotation or 0
+
+
 def _run_app(url: str, windowed: bool) -> int:
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     from kivy.config import Config
 
     Config.set("graphics", "width", "800")
     Config.set("graphics", "height", "480")
+    Config.set("graphics", "rotation", str(initial_rotation(url)))
     Config.set("graphics", "fullscreen", "0" if windowed else "auto")
     Config.set("kivy", "exit_on_escape", "1")
 

@@ -148,3 +148,13 @@ def countdown(seconds: Any) -> str:
     """Seconds as ``m:ss``."""
     total = max(0, round(float(seconds or 0)))
     return f"{total // 60}:{total % 60:02d}"
+
+
+ROTATIONS = (0, 90, 180, 270)
+
+
+def kiosk_rotation(status: dict[str, Any]) -> int | None:
+    """The rotation ``rig.toml``'s ``[kiosk]`` table asks for, from a status; None if absent."""
+    kiosk = status.get("kiosk")
+    rotation = kiosk.get("rotation") if isinstance(kiosk, dict) else None
+    return rotation if rotation in ROTATIONS else None

@@ -342,6 +342,13 @@ def create_app(
     def bench() -> dict[str, Any]:
         return service.bench_readings()
 
+    @app.get("/api/selftest", dependencies=deps)
+    def selftest() -> dict[str, Any]:
+        """The power-on self-test of this service start: passed, and each check's result."""
+        if service.self_test is None:
+            raise HTTPException(404, "not found: no self-test ran at this service start")
+        return service.self_test.to_dict()
+
     @app.get("/api/history/daily", dependencies=deps)
     def daily() -> list[dict[str, float]]:
         return service.patient_day_volumes()

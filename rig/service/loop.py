@@ -24,8 +24,10 @@ from hal.flow_sensor import FlowSensorError
 from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
 from rig.service.books import RigStore, RunState
+from rig.service.config import KioskConfig
 from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
 from rig.service.motion import BenchLimits, Motion
+from rig.service.selftest import SelfTestReport
 from rig.therapy.alarms import AlarmCode, alarm_spec
 from rig.therapy.catheter import CatheterContents
 from rig.therapy.clocks import PacedClock
@@ -149,8 +151,10 @@ class RigService:
         bench_clock: Callable[[], float] = time.monotonic,
         max_bench_flow_ul_per_min: float | None = None,
         reservoir_capacity_ml: float = DEFAULT_CAPACITY_ML,
+        kiosk: KioskConfig | None = None,
     ) -> None:
         self.bench = bench
+        self.kiosk = kiosk or KioskConfig()
         self._bench_clock = bench_clock
         self.store = store
         self._notify = notify or (lambda _message: None)
@@ -202,6 +206,7 @@ class RigService:
         self._virtual_tick_s: float | None = None
         self._booked_boluses: dict[str, int] = {}  # engine bolus start → books' bolus id
         self._bolus_owed_ul = 0.0
+        self.self_test: SelfTestReport | None = None
         if store.reservoir() is None:
             reservoir = self.engine.state.reservoir
             store.fill_reservoir(
@@ -234,13 +239,36 @@ class RigService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def apply_self_test(self, report: SelfTestReport) -> None:
+        """The power-on self-test's verdict, before :meth:`start`: a failure halts delivery and
+        raises ``self_test_failed`` naming each failed part; it stays until a restart passes.
+        """
+        with self._lock:
+            self.self_test = report
+            self.store.add_event(
+                "self_test",
+                "self-test passed" if report.passed else report.failure_message(),
+                patient_s=self._patient_s(),
+                detail=report.to_dict(),
+            )
+            if report.passed:
+                self._set_condition(AlarmCode.SELF_TEST_FAILED, False)
+            else:
+                self._halt()
+                self._set_condition(AlarmCode.SELF_TEST_FAILED, True, report.failure_message())
+            self._save_engine()
+
     def start(self, *, threads: bool = True) -> None:
         """Start the delivery loop and the watchdog (``threads=False``: :meth:`run_virtual`).
 
-        The driver stays released until a step is due.
+        The driver stays released until a step is due. A flow sensor that cannot start does
+        not stop the service: its reads fail and the flow monitor raises a sensor fault.
         """
         self.bench.drive.release()
-        self.bench.flow_sensor.start()
+        try:
+            self.bench.flow_sensor.start()
+        except FlowSensorError as error:
+            log.error("flow sensor did not start: %s", error)
         if not threads:
             return
         self._loop = threading.Thread(target=self._run, name="delivery", daemon=True)
@@ -654,6 +682,12 @@ class RigService:
 
     def start_delivery(self, role: str) -> None:
         with self._lock:
+            if self.alarms.condition_present(AlarmCode.SELF_TEST_FAILED):
+                raise StateConflict(
+                    "state: delivery is blocked: the power-on self-test failed "
+                    f"({self.self_test.failure_message() if self.self_test else 'see alarms'}); "
+                    "fix the part and restart the rig service"
+                )
             if AlarmCode.POWER_LOSS_RECOVERY in self.alarms.active_codes:
                 raise StateConflict(
                     "state: the rig is in power-loss recovery; review and confirm with "
@@ -891,6 +925,8 @@ class RigService:
                 "training_notice": "Training device — not for clinical use",
                 "state": self.state_name,
                 "hal": self.bench.kind,
+                "self_test_passed": None if self.self_test is None else self.self_test.passed,
+                "kiosk": self.kiosk.model_dump(),
                 "time_compression": self.clock.time_compression_nominal,
                 "clock": self._clock_status(),
                 "patient_time": therapy.now,

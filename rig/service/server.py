@@ -11,13 +11,14 @@ from pathlib import Path
 
 import uvicorn
 
-from hal.bench import build_bench
+from hal.bench import Bench, build_bench
 from rig.common.inputs import InputError
 from rig.service.api import create_app
 from rig.service.auth import Authenticator
 from rig.service.books import RigStore
-from rig.service.config import load_config
+from rig.service.config import RigConfig, load_config
 from rig.service.loop import RigService
+from rig.service.selftest import CheckResult, SelfTestReport, run_selftest
 
 DEFAULT_PORT = 8470
 DEFAULT_DATA_DIR = Path("data")
@@ -51,16 +52,26 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--time-scale: {time_compression:g} is outside 1 to 100000")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     notify = systemd_notifier()
-    store = RigStore.open(Path(args.data_dir) / "rig.db")
+    data_dir = Path(args.data_dir)
     bench = build_bench(config, args.hal)
+    report = power_on_self_test(bench, data_dir, config, notify)
+    try:
+        store = RigStore.open(data_dir / "rig.db")
+    except Exception:
+        bench.close()
+        if not report.passed:
+            log.error("cannot open the books: %s", report.failure_message())
+        raise
     service = RigService(
         bench,
         store,
         time_compression=time_compression,
         notify=notify,
+        kiosk=config.kiosk,
         max_bench_flow_ul_per_min=config.therapy.max_bench_flow_ul_per_min,
         reservoir_capacity_ml=config.therapy.reservoir_capacity_ml,
     )
+    service.apply_self_test(report)
     app = create_app(service, Authenticator(store), access_token=access_token)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -84,6 +95,29 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         log.info("rig service stopped; books closed")
     return 0
+
+
+def power_on_self_test(bench: Bench, data_dir: Path, config: RigConfig, notify) -> SelfTestReport:
+    """Run the self-test before the delivery loop starts, logging every check.
+
+    Under systemd the watchdog is pinged after each check: a slow instrument timing out must
+    not get the service killed before it has said what is wrong.
+    """
+
+    def report_check(check: CheckResult) -> None:
+        log.log(
+            logging.INFO if check.passed else logging.ERROR,
+            "self-test %s %s: %s", "ok" if check.passed else "FAILED", check.name, check.detail,
+        )  # fmt: skip
+        if notify is not None:
+            notify("WATCHDOG=1")
+
+    report = run_selftest(bench, data_dir, config.selftest, after_each=report_check)
+    if report.passed:
+        log.info("self-test passed")
+    else:
+        log.error("%s; delivery is blocked", report.failure_message())
+    return report
 
 
 def _ready_when_started(server: uvicorn.Server, notify) -> None:

@@ -6,13 +6,15 @@ For tests, the soak benchmark and fast demonstrations; never for the real bench.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from hal.bench import build_bench
+from hal.bench import Bench, build_bench
 from hal.sim.clock import ManualClock
 from rig.service.books import RigStore
 from rig.service.config import RigConfig, load_config
 from rig.service.loop import RigService
+from rig.service.selftest import run_selftest
 from rig.therapy.drugs import parse_program
 
 BENCH_FAULT_EXAMPLES: list[tuple[dict[str, object], str]] = [
@@ -30,7 +32,11 @@ continuous program: for tests, the soak and demonstrations."""
 
 
 class VirtualRig:
-    """A :class:`RigService` whose bench time moves only through :meth:`run`."""
+    """A :class:`RigService` whose bench time moves only through :meth:`run`.
+
+    With *self_test* the power-on self-test runs first, as ``itbrig serve`` runs it, after
+    *before_self_test* (if given) has had the chance to break a part of the bench.
+    """
 
     def __init__(
         self,
@@ -38,6 +44,8 @@ class VirtualRig:
         *,
         config: RigConfig | None = None,
         time_compression: float | None = None,
+        self_test: bool = False,
+        before_self_test: Callable[[Bench], None] | None = None,
     ) -> None:
         config = config or load_config()
         self.clock = ManualClock(1000.0)
@@ -51,6 +59,12 @@ class VirtualRig:
             max_bench_flow_ul_per_min=config.therapy.max_bench_flow_ul_per_min,
             reservoir_capacity_ml=config.therapy.reservoir_capacity_ml,
         )
+        if before_self_test is not None:
+            before_self_test(self.bench)
+        if self_test:
+            settings = config.selftest.model_copy(update={"signal_s": 0.01})
+            report = run_selftest(self.bench, data_dir, settings, sleep=self.clock.advance)
+            self.service.apply_self_test(report)
         self.service.start(threads=False)
         self._closed = False
 

@@ -48,6 +48,7 @@ class AlarmCode(StrEnum):
     REFILL_DISCREPANCY = "refill_discrepancy"
     PLUNGER_AT_END = "plunger_at_end"
     LIMIT_SWITCH = "limit_switch"
+    SELF_TEST_FAILED = "self_test_failed"
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,12 @@ _ENTRIES = [
         AlarmCode.LIMIT_SWITCH, _H, "Limit switch",
         "A limit switch is in an unexpected state.",
         "Delivery stopped; check the switches and the plunger position.",
+        stops_delivery=True,
+    ),
+    AlarmSpec(
+        AlarmCode.SELF_TEST_FAILED, _H, "Self-test failed",
+        "The power-on self-test found a part that does not work: delivery is blocked.",
+        "Fix the part named in the message, then restart the rig service.",
         stops_delivery=True,
     ),
 ]  # fmt: skip

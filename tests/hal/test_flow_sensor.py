@@ -381,3 +381,16 @@ def test_scc1_corrupted_crc_behind_the_cable_raises_data_error(
 
     with pytest.raises(FlowSensorDataError, match="CRC"):
         scc1_sensor.read()
+
+
+def test_an_absent_sensor_raises_its_reason_on_every_measurement_call():
+    from hal.flow_sensor import AbsentFlowSensor
+
+    sensor = AbsentFlowSensor("SCC1 cable on /dev/itbrig-scc1: cannot open the serial port")
+    for call in (sensor.start, sensor.read, sensor.identify):
+        with pytest.raises(FlowSensorAbsent, match="/dev/itbrig-scc1: cannot open"):
+            call()
+    sensor.stop()
+    sensor.close()
+    assert not sensor.is_measuring
+    assert "absent flow sensor" in sensor.description

@@ -180,3 +180,35 @@ def test_a_refill_with_a_3_ml_discrepancy_shows_the_warning(live, service, drive
     assert bolus.form.values["old_concentration_ug_per_ml"] == 500
     assert bolus.form.values["concentration_ug_per_ml"] == 1000
     drive.screenshot("e2e-bridge-bolus")
+
+
+@pytest.fixture
+def turned_service(tmp_path) -> Iterator[ServiceProcess]:
+    config = tmp_path / "rig.toml"
+    config.write_text("[kiosk]\nrotation = 90\n")
+    extra = ["--config", str(config)]
+    with ServiceProcess(data_dir=tmp_path / "rig", time_scale=1440, extra_args=extra) as running:
+        yield running
+
+
+def test_the_kiosk_turns_as_rig_toml_says(turned_service, window, drive):
+    """``[kiosk] rotation = 90`` in the service's rig.toml turns the kiosk's picture and touch."""
+    from ui.cli import initial_rotation
+
+    assert initial_rotation(turned_service.url) == 90
+    assert initial_rotation("http://127.0.0.1:9", timeout_s=0.5) == 0  # nobody there yet
+    ctl = Controller(turned_service.url, poll_s=0.25)
+    root = build_root(ctl)
+    window.add_widget(root)
+    ctl.start()
+    try:
+        drive.wait_for(lambda: window.rotation == 90, 15, "the kiosk to turn")
+        drive.pump(3)
+        assert window.size == (480, 800)  # Kivy lays the kiosk out on the turned screen
+        assert root.size == [480, 800]
+    finally:
+        window.remove_widget(root)
+        ctl.stop()
+        window.rotation = 0
+        drive.pump(2)
+    assert window.size == (800, 480)
