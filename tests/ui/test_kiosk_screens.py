@@ -176,14 +176,21 @@ def test_alarm_banner_colours_and_flash_rates(kiosk, drive, priority, rgba, flas
     assert banner.priority == priority
     assert banner.flash_hz == pytest.approx(flash_hz)
     assert tuple(banner.bg_rgba) == pytest.approx(rgba)
-    toggles, last = 0, banner.lit
-    end = time.monotonic() + 2.0
-    while time.monotonic() < end:
-        drive.pump(1)
-        if banner.lit != last:
-            toggles, last = toggles + 1, banner.lit
-    # two seconds at f Hz is 4 f toggles (on and off): ±1 for the window edges
-    assert abs(toggles - 4 * flash_hz) <= 1.5
+    # The flasher toggles every half period; a steady (low) banner has none.
+    flasher = banner._flasher
+    if flash_hz:
+        assert flasher.timeout == pytest.approx(0.5 / flash_hz)
+        toggles, last = 0, banner.lit
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            drive.pump(1)
+            if banner.lit != last:
+                toggles, last = toggles + 1, banner.lit
+        # Two seconds at f Hz is 4 f toggles (on and off); a loaded machine draws fewer frames,
+        # and the clock never fires an interval twice in a frame: never more, and some.
+        assert 1 <= toggles <= 4 * flash_hz + 1
+    else:
+        assert flasher is None and banner.lit
     drive.screenshot(f"banner-{priority}")
     drive.tap(banner)
     assert kiosk.manager.current == "alarms"
