@@ -39,6 +39,13 @@ POLL_S = 0.05
 LATE_REPLY_GRACE_S = 0.25
 """After a timeout, how long the line must stay quiet before the next command is sent."""
 
+MAX_DISCARD_S = 0.5
+"""Longest wait for a quiet line before a command (never more than half the call's budget):
+a balance that keeps sending (streaming weights) must not stall the caller."""
+
+MAX_DISCARD_BYTES = 4096
+"""Stale input read and dropped before a command; beyond it the OS input buffer is flushed."""
+
 UNIT_TO_G: dict[str, float] = {"g": 1.0, "mg": 1e-3, "kg": 1e3}
 """Mass units a balance may report in, and the factor that turns them into grams."""
 
@@ -358,7 +365,7 @@ class MtSicsBalance:
             raise ValueError(f"timeout_s must be positive, got {budget_s}")
         deadline = time.monotonic() + budget_s
         try:
-            self._discard_input(command)
+            self._discard_input(min(deadline, time.monotonic() + min(MAX_DISCARD_S, budget_s / 2)))
             self._serial.write(command.encode("ascii") + TERMINATOR)
             self._serial.flush()
         except serial.SerialTimeoutException as exc:
@@ -372,24 +379,33 @@ class MtSicsBalance:
             ) from exc
         return deadline
 
-    def _discard_input(self, command: str) -> None:
+    def _discard_input(self, until: float) -> None:
         """Drop anything already received: a reply must belong to the command about to be sent.
 
-        After a timeout the late reply may still be on its way, so wait for a short silence.
+        After a timeout the late reply may still be on its way, so wait for a short silence. The
+        wait ends at ``until`` (monotonic seconds) however much keeps arriving, and at most
+        ``MAX_DISCARD_BYTES`` are read before the OS input buffer is flushed instead, so a balance
+        streaming weights cannot hold the caller beyond its deadline.
         """
         quiet_until = time.monotonic() + (LATE_REPLY_GRACE_S if self._timed_out else 0.0)
         self._timed_out = False
         self._rx.clear()
         self._serial.reset_input_buffer()
+        dropped = 0
         while True:
+            now = time.monotonic()
             waiting = self._serial.in_waiting
             if waiting:
-                self._serial.read(waiting)
-                quiet_until = max(quiet_until, time.monotonic() + POLL_S)
-            elif time.monotonic() >= quiet_until:
+                if dropped + waiting > MAX_DISCARD_BYTES:
+                    self._serial.reset_input_buffer()
+                else:
+                    dropped += len(self._serial.read(waiting))
+                quiet_until = max(quiet_until, now + POLL_S)
+            elif now >= quiet_until:
                 return
-            else:
-                time.sleep(0.01)
+            if now >= until:
+                return
+            time.sleep(0.005)
 
     def _receive(
         self, command: str, idents: tuple[str, ...], statuses: tuple[str, ...], deadline: float

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import select
 import threading
@@ -102,6 +104,99 @@ class ScriptedLine:
         self.thread.join(timeout=5)
         os.close(self.master_fd)
         os.close(self.slave_fd)
+
+
+class StreamingLine:
+    """A pty balance that sends weight lines unprompted while ``streaming`` is on.
+
+    Output leaves one character per 10 bit times at ``baud``, as on a serial line. A stream line
+    is queued every ``period_s`` from ``start_after_s`` on, for ``duration_s`` (None: until
+    closed). Commands are answered from ``script`` (unknown ones get no answer); commands in
+    ``cancels`` switch the stream off, as ``S``, ``SI`` and ``@`` end MT-SICS ``SIR``. With
+    ``queued_line`` one more stream line, already queued for output when a command arrives,
+    goes out before the answer.
+    """
+
+    def __init__(
+        self,
+        script: dict[bytes, list[bytes]] | None = None,
+        *,
+        line: bytes = b"S D    5.00000 g\r\n",
+        period_s: float = 0.04,
+        start_after_s: float = 0.0,
+        duration_s: float | None = None,
+        cancels: frozenset[bytes] = frozenset(),
+        queued_line: bool = False,
+        baud: int = 9600,
+    ) -> None:
+        self.script = script or {}
+        self.line = line
+        self.period_s = period_s
+        self.cancels = cancels
+        self.queued_line = queued_line
+        self.char_s = 10 / baud
+        self.streaming = True
+        self.lines_sent = 0
+        self.commands: list[bytes] = []
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)
+        self.port = os.ttyname(self.slave_fd)
+        self.stop = threading.Event()
+        self.first_line_s = time.monotonic() + start_after_s
+        self.last_line_s = math.inf if duration_s is None else self.first_line_s + duration_s
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        pending = b""
+        out = bytearray()
+        next_line_s = self.first_line_s
+        next_char_s = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            on_air = self.streaming and self.first_line_s <= now <= self.last_line_s
+            if on_air and now >= next_line_s:
+                out += self.line
+                self.lines_sent += 1
+                next_line_s = max(next_line_s + self.period_s, now)
+            if out and now >= next_char_s:
+                os.write(self.master_fd, out[:1])
+                del out[:1]
+                next_char_s = max(next_char_s + self.char_s, now)
+            if not select.select([self.master_fd], [], [], 0.0005)[0]:
+                continue
+            pending += os.read(self.master_fd, 1024)
+            while b"\r\n" in pending:
+                command, pending = pending.split(b"\r\n", 1)
+                self.commands.append(command)
+                if self.streaming and self.queued_line:
+                    end = out.find(b"\n") + 1  # finish the line on the wire, then the queued one
+                    del out[end:]
+                    out += self.line
+                if command in self.cancels:
+                    self.streaming = False
+                for chunk in self.script.get(command, []):
+                    out += chunk
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        os.close(self.master_fd)
+        os.close(self.slave_fd)
+
+
+@pytest.fixture
+def streaming() -> Iterator[Callable[..., StreamingLine]]:
+    lines: list[StreamingLine] = []
+
+    def make(*args, **kwargs) -> StreamingLine:
+        line = StreamingLine(*args, **kwargs)
+        lines.append(line)
+        return line
+
+    yield make
+    for line in lines:
+        line.close()
 
 
 @pytest.fixture
@@ -355,6 +450,23 @@ def test_late_reply_after_a_timeout_is_not_taken_for_the_next_one(scripted, conn
     # The S reply turns up late, while the client waits for the line to fall quiet.
     reading = balance.read_immediate(timeout_s=1.5)
     assert reading == WeightReading(mass_g=1.0, stable=False, unit="g")
+
+
+@pytest.mark.timeout(30)
+def test_a_balance_that_keeps_sending_does_not_stall_the_next_call(streaming, connect):
+    """After a timeout, weights streaming at 25 Hz must not hold the next call past its deadline.
+
+    The stream runs for 8 s; the call has 0.5 s. It may answer or fail, but promptly.
+    """
+    line = streaming(start_after_s=0.4, duration_s=8.0)
+    balance = connect(line.port, timeout_s=0.3)
+    with pytest.raises(BalanceTimeout):
+        balance.serial_number()  # nothing answers I4: a timeout, then the stream starts
+    start = time.monotonic()
+    with contextlib.suppress(BalanceError):
+        balance.serial_number(timeout_s=0.5)
+    assert time.monotonic() - start < 0.5 + 2.0  # generous: the stream lasts 8 s
+    assert line.lines_sent > 0
 
 
 def test_reply_to_another_command_is_a_protocol_error(scripted, connect):
