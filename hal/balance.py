@@ -10,6 +10,7 @@ every reply is parsed strictly: a calibration must never continue on a misread w
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import threading
 import time
@@ -39,18 +40,31 @@ POLL_S = 0.05
 LATE_REPLY_GRACE_S = 0.25
 """After a timeout, how long the line must stay quiet before the next command is sent."""
 
-MAX_DISCARD_S = 0.5
+MAX_DISCARD_S = 0.3
 """Longest wait for a quiet line before a command (never more than half the call's budget):
 a balance that keeps sending (streaming weights) must not stall the caller."""
 
 MAX_DISCARD_BYTES = 4096
 """Stale input read and dropped before a command; beyond it the OS input buffer is flushed."""
 
+STREAM_QUIET_S = 0.3
+"""How long the line must stay quiet after a weight line before it is taken as the reply to
+``S`` or ``SI`` while the balance sends weights unprompted (longer than the period of the
+slowest ``SIR`` stream, about 4 lines a second)."""
+
 UNIT_TO_G: dict[str, float] = {"g": 1.0, "mg": 1e-3, "kg": 1e3}
 """Mass units a balance may report in, and the factor that turns them into grams."""
 
 WEIGHT_IDENTS = frozenset({"S", "T"})
 """Reply identifiers whose ``S``/``D`` status is followed by a weight value and a unit."""
+
+UNPROMPTED_MEMORY_S = 2.0
+"""After unprompted output was last seen, how long ``S`` and ``SI`` still treat the balance as
+one that may be streaming (a stream line may not be on the wire when the next call starts)."""
+
+STREAM_IDENTS = frozenset({"S"})
+"""Identifiers of the weight lines a balance sends unprompted (``SIR``, ``SR``, continuous
+output); they look exactly like the replies to ``S`` and ``SI``."""
 
 ERROR_REPLIES = {
     "ES": "syntax error (command not recognised)",
@@ -212,6 +226,13 @@ def parse_reply(line: bytes) -> Reply:
     return Reply(ident=ident, status=status, fields=fields, weight=weight, line=text)
 
 
+def _drop_complete_lines(buffer: bytearray) -> None:
+    """Remove every complete line from ``buffer``, keeping a partial last line."""
+    cut = buffer.rfind(b"\n")
+    if cut >= 0:
+        del buffer[: cut + 1]
+
+
 class MtSicsBalance:
     """A Mettler Toledo balance on a serial port, spoken to in MT-SICS.
 
@@ -229,6 +250,9 @@ class MtSicsBalance:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._rx = bytearray()
+        self._foreign = 0  # leading bytes of _rx received before the command went out
+        self._synced = False  # opening the port flushed its input, perhaps in mid-line
+        self._unprompted_at = -math.inf  # when unprompted output was last seen (monotonic s)
         self._timed_out = False
         if isinstance(port, str):
             self.port_name = port
@@ -315,9 +339,9 @@ class MtSicsBalance:
         """The commands the balance implements (``I0``, one ``I0 B`` line each, last ``I0 A``)."""
         commands: list[str] = []
         with self._lock:
-            deadline = self._start("I0", timeout_s)
+            deadline, unprompted = self._start("I0", timeout_s)
             while True:
-                reply = self._receive("I0", ("I0",), ("A", "B"), deadline)
+                reply = self._receive("I0", ("I0",), ("A", "B"), deadline, unprompted)
                 if len(reply.fields) != 2 or len(reply.texts) != 1:
                     raise self._protocol_error("I0", reply, "expected a level and a command")
                 commands.append(reply.texts[0])
@@ -355,17 +379,25 @@ class MtSicsBalance:
         timeout_s: float | None,
     ) -> Reply:
         with self._lock:
-            deadline = self._start(command, timeout_s)
-            return self._receive(command, idents, statuses, deadline)
+            deadline, unprompted = self._start(command, timeout_s)
+            return self._receive(command, idents, statuses, deadline, unprompted)
 
-    def _start(self, command: str, timeout_s: float | None) -> float:
-        """Discard stale input, send the command; the call's deadline (monotonic seconds)."""
+    def _start(self, command: str, timeout_s: float | None) -> tuple[float, bool]:
+        """Discard stale input and send the command.
+
+        Returns the call's deadline (monotonic seconds) and whether the balance had been sending
+        unprompted (stale replies, streamed weights) before the command went out.
+        """
         budget_s = self.timeout_s if timeout_s is None else timeout_s
         if not budget_s > 0:
             raise ValueError(f"timeout_s must be positive, got {budget_s}")
         deadline = time.monotonic() + budget_s
         try:
-            self._discard_input(min(deadline, time.monotonic() + min(MAX_DISCARD_S, budget_s / 2)))
+            if self._discard_input(
+                min(deadline, time.monotonic() + min(MAX_DISCARD_S, budget_s / 2))
+            ):
+                self._unprompted_at = time.monotonic()
+            unprompted = time.monotonic() - self._unprompted_at < UNPROMPTED_MEMORY_S
             self._serial.write(command.encode("ascii") + TERMINATOR)
             self._serial.flush()
         except serial.SerialTimeoutException as exc:
@@ -377,52 +409,126 @@ class MtSicsBalance:
             raise BalanceAbsent(
                 f"balance port {self.port_name}: command {command!r} failed ({exc})"
             ) from exc
-        return deadline
+        return deadline, unprompted
 
-    def _discard_input(self, until: float) -> None:
-        """Drop anything already received: a reply must belong to the command about to be sent.
+    def _discard_input(self, until: float) -> bool:
+        """Drop what was received before the command: a reply must belong to the command sent.
 
         After a timeout the late reply may still be on its way, so wait for a short silence. The
         wait ends at ``until`` (monotonic seconds) however much keeps arriving, and at most
         ``MAX_DISCARD_BYTES`` are read before the OS input buffer is flushed instead, so a balance
-        streaming weights cannot hold the caller beyond its deadline.
+        streaming weights cannot hold the caller beyond its deadline. A line still arriving then
+        (its start was received before the command went out) is kept, marked as not a reply.
+        Returns True if anything had been received unprompted.
         """
-        quiet_until = time.monotonic() + (LATE_REPLY_GRACE_S if self._timed_out else 0.0)
+        now = time.monotonic()
+        quiet_until = now + (LATE_REPLY_GRACE_S if self._timed_out else 0.0)
         self._timed_out = False
-        self._rx.clear()
-        self._serial.reset_input_buffer()
+        pending = self._rx  # left over from the previous exchange
+        found = bool(pending)
+        boundary_known = self._synced  # False while input may have been flushed mid-line
+        self._synced = True
+        _drop_complete_lines(pending)
+        if pending or not boundary_known:  # give the end of a partial line a moment to arrive
+            quiet_until = max(quiet_until, now + POLL_S)
         dropped = 0
         while True:
             now = time.monotonic()
             waiting = self._serial.in_waiting
             if waiting:
+                found = True
                 if dropped + waiting > MAX_DISCARD_BYTES:
                     self._serial.reset_input_buffer()
+                    pending.clear()
+                    boundary_known = False
                 else:
-                    dropped += len(self._serial.read(waiting))
+                    data = self._serial.read(waiting)
+                    dropped += len(data)
+                    pending.extend(data)
+                    boundary_known = boundary_known or b"\n" in data
+                    _drop_complete_lines(pending)
                 quiet_until = max(quiet_until, now + POLL_S)
             elif now >= quiet_until:
-                return
+                # Quiet for a while: the end of a partial line is not coming any more.
+                pending.clear()
+                boundary_known = True
+                break
             if now >= until:
-                return
+                break
             time.sleep(0.005)
+        waiting = self._serial.in_waiting  # what arrived since is older than the command too
+        if waiting and dropped + waiting <= MAX_DISCARD_BYTES:
+            pending.extend(self._serial.read(waiting))
+            found = True
+        self._foreign = len(pending) if boundary_known else max(1, len(pending))
+        return found
 
     def _receive(
-        self, command: str, idents: tuple[str, ...], statuses: tuple[str, ...], deadline: float
+        self,
+        command: str,
+        idents: tuple[str, ...],
+        statuses: tuple[str, ...],
+        deadline: float,
+        unprompted: bool,
     ) -> Reply:
-        line = self._read_line(command, deadline)
-        try:
-            reply = parse_reply(line)
-        except ValueError as exc:
-            raise BalanceProtocolError(
-                f"balance port {self.port_name}: reply {line!r} to command {command!r} is not "
-                f"MT-SICS: {exc}"
-            ) from exc
+        """The reply to ``command``: the next line with one of its reply identifiers.
+
+        Lines that began before the command went out and lines with other identifiers are
+        skipped (unprompted output). Weight lines a balance streams look exactly like replies to
+        ``S`` and ``SI``; while the balance sends unprompted, those two end the stream (MT-SICS),
+        so their reply is the last weight line before the line falls quiet.
+        """
+        skipped: list[bytes] = []
+        candidate: Reply | None = None
+        candidate_at = 0.0
+        superseded = 0
+        while True:
+            until = deadline
+            if candidate is not None:
+                until = min(deadline, candidate_at + STREAM_QUIET_S)
+            got = self._read_line(command, until)
+            if got is None:
+                if candidate is not None and until < deadline:
+                    return self._accept(command, candidate, statuses)
+                self._timed_out = True
+                raise self._timeout_error(command, candidate, superseded, skipped)
+            line, foreign = got
+            if foreign:
+                skipped.append(line)
+                unprompted, self._unprompted_at = True, time.monotonic()
+                continue
+            try:
+                reply = parse_reply(line)
+            except ValueError as exc:
+                if unprompted:  # the rest of a streamed line whose start was dropped
+                    skipped.append(line)
+                    continue
+                raise BalanceProtocolError(
+                    f"balance port {self.port_name}: reply {line!r} to command {command!r} is "
+                    f"not MT-SICS: {exc}"
+                ) from exc
+            if reply.ident in ERROR_REPLIES:
+                where = f"balance port {self.port_name}: command {command!r} got {reply.line!r}"
+                raise BalanceCommandError(f"{where}: {reply.ident} {ERROR_REPLIES[reply.ident]}")
+            if reply.ident not in idents:
+                skipped.append(line)
+                unprompted, self._unprompted_at = True, time.monotonic()
+                continue
+            if unprompted and reply.ident in STREAM_IDENTS:
+                if reply.status == "D" and "D" not in statuses:
+                    skipped.append(line)  # S never answers D: a streamed weight
+                    continue
+                if candidate is not None:
+                    superseded += 1
+                    self._unprompted_at = time.monotonic()
+                    skipped.append(candidate.line.encode("latin-1"))
+                candidate, candidate_at = reply, time.monotonic()
+                continue
+            return self._accept(command, reply, statuses)
+
+    def _accept(self, command: str, reply: Reply, statuses: tuple[str, ...]) -> Reply:
+        """The reply, or the typed error its status stands for."""
         where = f"balance port {self.port_name}: command {command!r} got {reply.line!r}"
-        if reply.ident in ERROR_REPLIES:
-            raise BalanceCommandError(f"{where}: {reply.ident} {ERROR_REPLIES[reply.ident]}")
-        if reply.ident not in idents:
-            raise self._protocol_error(command, reply, "the reply belongs to another command")
         if reply.status == "I":
             raise BalanceBusy(f"{where}: not executable now (busy, or not stable in time)")
         if reply.status == "+":
@@ -433,43 +539,61 @@ class MtSicsBalance:
             raise self._protocol_error(command, reply, f"unexpected status {reply.status!r}")
         return reply
 
-    def _read_line(self, command: str, deadline: float) -> bytes:
-        """Bytes up to the next CR LF, or raise when the deadline passes or junk arrives."""
-        while True:
-            end = self._rx.find(TERMINATOR)
-            if end >= 0:
-                line = bytes(self._rx[:end])
-                del self._rx[: end + len(TERMINATOR)]
-                return line
-            # No CR LF left in the buffer, so any LF, or a CR not last, is a broken line end.
-            junk = next(
-                (
-                    b
-                    for i, b in enumerate(self._rx)
-                    if not (0x20 <= b <= 0x7E or (b == 0x0D and i == len(self._rx) - 1))
-                ),
-                None,
+    def _timeout_error(
+        self, command: str, candidate: Reply | None, superseded: int, skipped: list[bytes]
+    ) -> BalanceError:
+        where = f"balance port {self.port_name}: command {command!r}"
+        if candidate is not None and superseded:
+            return BalanceProtocolError(
+                f"{where}: the balance kept sending weights after it ({superseded + 1} lines, "
+                f"last {candidate.line!r}) until the deadline, so its reply cannot be told from "
+                "unprompted output; stop the balance's continuous output (SIR or its menu)"
             )
-            if junk is not None or len(self._rx) > MAX_LINE_BYTES:
-                with contextlib.suppress(*_PORT_ERRORS):  # show the rest of the burst too
-                    self._rx.extend(self._serial.read(self._serial.in_waiting))
-                received = bytes(self._rx)
-                self._rx.clear()
-                reason = (
-                    f"byte 0x{junk:02X} is not printable ASCII nor a CR LF line end"
-                    if junk is not None
-                    else f"no CR LF within {MAX_LINE_BYTES} bytes"
-                )
-                raise BalanceProtocolError(
-                    f"balance port {self.port_name}: reply {received!r} to command {command!r} "
-                    f"is not MT-SICS: {reason}"
-                )
-            if time.monotonic() >= deadline:
-                self._timed_out = True
-                raise BalanceTimeout(
-                    f"balance port {self.port_name}: no complete reply to command {command!r} "
-                    f"within the deadline (received so far {bytes(self._rx)!r})"
-                )
+        if candidate is not None:
+            return BalanceTimeout(
+                f"{where}: got {candidate.line!r}, but the line did not stay quiet for "
+                f"{STREAM_QUIET_S:g} s before the deadline to show it was the reply and not a "
+                "streamed weight"
+            )
+        detail = ""
+        if skipped:
+            plural = "s" if len(skipped) != 1 else ""
+            detail = (
+                f"; skipped {len(skipped)} line{plural} that were not its reply "
+                f"(last {skipped[-1]!r})"
+            )
+        return BalanceTimeout(
+            f"{where}: no complete reply within the deadline (received so far "
+            f"{bytes(self._rx)!r}){detail}"
+        )
+
+    def _read_line(self, command: str, until: float) -> tuple[bytes, bool] | None:
+        """The next line without its CR LF, and whether it began before the command was sent.
+
+        None when ``until`` (monotonic seconds) passes first. A line that began before the
+        command went out may be a fragment (its start was discarded) and ends at any LF; any
+        other line must be printable ASCII ended by CR LF, or BalanceProtocolError is raised.
+        """
+        while True:
+            if self._foreign > 0:
+                end = self._rx.find(b"\n")
+                if end >= 0:
+                    line = bytes(self._rx[:end]).removesuffix(b"\r")
+                    del self._rx[: end + 1]
+                    self._foreign = max(0, self._foreign - (end + 1))
+                    return line, True
+                if len(self._rx) > MAX_LINE_BYTES:  # noise before the command: not a reply
+                    self._rx.clear()
+                    self._foreign = 1
+            else:
+                end = self._rx.find(TERMINATOR)
+                if end >= 0:
+                    line = bytes(self._rx[:end])
+                    del self._rx[: end + len(TERMINATOR)]
+                    return line, False
+                self._check_partial_line(command)
+            if time.monotonic() >= until:
+                return None
             try:
                 chunk = self._serial.read(max(1, self._serial.in_waiting))
             except _PORT_ERRORS as exc:
@@ -478,6 +602,33 @@ class MtSicsBalance:
                     f"({exc})"
                 ) from exc
             self._rx.extend(chunk)
+
+    def _check_partial_line(self, command: str) -> None:
+        """Raise BalanceProtocolError if the unterminated bytes received cannot become a line."""
+        # No CR LF left in the buffer, so any LF, or a CR not last, is a broken line end.
+        junk = next(
+            (
+                b
+                for i, b in enumerate(self._rx)
+                if not (0x20 <= b <= 0x7E or (b == 0x0D and i == len(self._rx) - 1))
+            ),
+            None,
+        )
+        if junk is None and len(self._rx) <= MAX_LINE_BYTES:
+            return
+        with contextlib.suppress(*_PORT_ERRORS):  # show the rest of the burst too
+            self._rx.extend(self._serial.read(self._serial.in_waiting))
+        received = bytes(self._rx)
+        self._rx.clear()
+        reason = (
+            f"byte 0x{junk:02X} is not printable ASCII nor a CR LF line end"
+            if junk is not None
+            else f"no CR LF within {MAX_LINE_BYTES} bytes"
+        )
+        raise BalanceProtocolError(
+            f"balance port {self.port_name}: reply {received!r} to command {command!r} "
+            f"is not MT-SICS: {reason}"
+        )
 
     def _weight_of(self, command: str, reply: Reply) -> WeightReading:
         if reply.weight is None:

@@ -469,11 +469,74 @@ def test_a_balance_that_keeps_sending_does_not_stall_the_next_call(streaming, co
     assert line.lines_sent > 0
 
 
-def test_reply_to_another_command_is_a_protocol_error(scripted, connect):
+def test_reply_to_another_command_is_skipped_not_taken(scripted, connect):
     line = scripted({b"S": [b"Z A\r\n"]})
-    balance = connect(line.port)
-    with pytest.raises(BalanceProtocolError, match="belongs to another command"):
+    balance = connect(line.port, timeout_s=0.5)
+    with pytest.raises(BalanceTimeout, match=r"skipped 1 line.*'Z A'"):
         balance.read_stable()
+
+
+STREAMED = b"S D    5.00000 g\r\n"
+"""A weight the balance sends unprompted (5 g), never the answer the tests expect."""
+
+
+def test_replies_are_found_among_unprompted_weights(streaming, connect):
+    """Weights streaming at 25 Hz, one of them between each command and its reply."""
+    line = streaming(
+        {
+            b"I4": [b'I4 A "B123456789"\r\n'],
+            b"Z": [b"Z A\r\n"],
+            b"T": [b"T S    25.00000 g\r\n"],
+        },
+        queued_line=True,
+    )
+    balance = connect(line.port, timeout_s=2.0)
+    for _ in range(3):
+        assert balance.serial_number() == "B123456789"
+        balance.zero()
+        assert balance.tare() == WeightReading(mass_g=25.0, stable=True, unit="g")
+    assert line.lines_sent > 0
+
+
+def test_weight_reads_return_their_own_reply_not_a_streamed_weight(streaming, connect):
+    """A balance left sending weights (SIR): S and SI end the stream, and their reply is last.
+
+    The stream's line already queued for output goes out after the command, before the reply,
+    and looks exactly like a reply to S or SI.
+    """
+    reply = b"S S    0.99800 g\r\n"
+    line = streaming(
+        {b"SI": [reply], b"S": [reply]},
+        cancels=frozenset({b"S", b"SI", b"@"}),
+        queued_line=True,
+    )
+    balance = connect(line.port, timeout_s=2.0)
+    for read in [balance.read_immediate, balance.read_stable] * 2:
+        line.streaming = True
+        time.sleep(0.1)  # let the stream run
+        assert read() == WeightReading(mass_g=0.998, stable=True, unit="g")
+
+
+def test_a_stream_seen_by_one_call_makes_the_next_weight_read_careful(streaming, connect):
+    """The I4 exchange skips a streamed weight; SI sent in the stream's next gap is not fooled."""
+    line = streaming(
+        {b"I4": [b'I4 A "B123456789"\r\n'], b"SI": [b"S S    0.99800 g\r\n"]},
+        period_s=0.2,
+        queued_line=True,
+    )
+    balance = connect(line.port, timeout_s=1.5)
+    for _ in range(2):
+        assert balance.serial_number() == "B123456789"
+        with pytest.raises(BalanceProtocolError, match="kept sending weights"):
+            balance.read_immediate()
+
+
+def test_weight_read_refuses_to_guess_when_the_stream_never_stops(streaming, connect):
+    line = streaming({b"SI": [b"S S    0.99800 g\r\n"]}, queued_line=True)
+    balance = connect(line.port, timeout_s=1.5)
+    time.sleep(0.1)
+    with pytest.raises(BalanceProtocolError, match="kept sending weights"):
+        balance.read_immediate()
 
 
 def test_dynamic_reply_to_stable_read_is_a_protocol_error(scripted, connect):
