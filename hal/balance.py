@@ -66,6 +66,10 @@ STREAM_IDENTS = frozenset({"S"})
 """Identifiers of the weight lines a balance sends unprompted (``SIR``, ``SR``, continuous
 output); they look exactly like the replies to ``S`` and ``SI``."""
 
+TEXT_ENCODING = "latin-1"
+"""Code page of the bytes 128 to 255 a balance may send in quoted text (MT-SICS allows 32 to 255;
+most balances use ISO 8859-1 or a close Windows code page)."""
+
 ERROR_REPLIES = {
     "ES": "syntax error (command not recognised)",
     "ET": "transmission error (parity, break or a character the balance could not read)",
@@ -186,12 +190,27 @@ def _tokenise(text: str) -> list[str]:
     return tokens
 
 
-def parse_reply(line: bytes) -> Reply:
-    """Parse one reply line (without its CR LF) strictly; raise ValueError saying what is wrong."""
+def parse_reply(line: bytes, *, encoding: str = TEXT_ENCODING) -> Reply:
+    """Parse one reply line (without its CR LF) strictly; raise ValueError saying what is wrong.
+
+    Quoted text may hold any byte from 32 to 255 (MT-SICS), decoded with ``encoding``; the rest of
+    the line must be printable ASCII. Control bytes (below 32, and 127) are refused everywhere.
+    """
+    quoted = False
     for index, byte in enumerate(line):
-        if not 0x20 <= byte <= 0x7E:
-            raise ValueError(f"byte 0x{byte:02X} at position {index} is not printable ASCII")
-    text = line.decode("ascii")
+        if byte == 0x22:
+            quoted = not quoted
+        if 0x20 <= byte <= 0x7E or (quoted and byte >= 0x80):
+            continue
+        where = "in quoted text" if quoted else "outside quoted text"
+        raise ValueError(
+            f"byte 0x{byte:02X} at position {index} is not printable ASCII ({where}; text "
+            "may hold bytes 32 to 255 except 127)"
+        )
+    try:
+        text = line.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text is not {encoding}: {exc}") from exc
     if text in ERROR_REPLIES:
         return Reply(ident=text, status="", line=text)
     if not text:
@@ -243,11 +262,18 @@ class MtSicsBalance:
     """
 
     def __init__(
-        self, port: str | serial.Serial, *, baud: int = 9600, timeout_s: float = 2.0
+        self,
+        port: str | serial.Serial,
+        *,
+        baud: int = 9600,
+        timeout_s: float = 2.0,
+        text_encoding: str = TEXT_ENCODING,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        "".encode(text_encoding)  # LookupError now for an unknown code page, not at a reply
         self.timeout_s = timeout_s
+        self.text_encoding = text_encoding
         self._lock = threading.Lock()
         self._rx = bytearray()
         self._foreign = 0  # leading bytes of _rx received before the command went out
@@ -498,7 +524,7 @@ class MtSicsBalance:
                 unprompted, self._unprompted_at = True, time.monotonic()
                 continue
             try:
-                reply = parse_reply(line)
+                reply = parse_reply(line, encoding=self.text_encoding)
             except ValueError as exc:
                 if unprompted:  # the rest of a streamed line whose start was dropped
                     skipped.append(line)
@@ -605,12 +631,14 @@ class MtSicsBalance:
 
     def _check_partial_line(self, command: str) -> None:
         """Raise BalanceProtocolError if the unterminated bytes received cannot become a line."""
-        # No CR LF left in the buffer, so any LF, or a CR not last, is a broken line end.
+        # No CR LF left in the buffer, so any LF, or a CR not last, is a broken line end. Bytes
+        # above 127 may be text (the parser checks that they are quoted); control bytes never.
+        last = len(self._rx) - 1
         junk = next(
             (
                 b
                 for i, b in enumerate(self._rx)
-                if not (0x20 <= b <= 0x7E or (b == 0x0D and i == len(self._rx) - 1))
+                if not (0x20 <= b <= 0x7E or b >= 0x80 or (b == 0x0D and i == last))
             ),
             None,
         )
@@ -621,7 +649,7 @@ class MtSicsBalance:
         received = bytes(self._rx)
         self._rx.clear()
         reason = (
-            f"byte 0x{junk:02X} is not printable ASCII nor a CR LF line end"
+            f"control byte 0x{junk:02X} is not printable ASCII nor a CR LF line end"
             if junk is not None
             else f"no CR LF within {MAX_LINE_BYTES} bytes"
         )

@@ -31,9 +31,13 @@ _TICK_S = 0.01
 """How often the server samples the mass while idle, to notice movement between commands."""
 
 
+TEXT_ENCODING = "latin-1"
+"""Code page of the simulated balance's text (MT-SICS text holds bytes 32 to 255)."""
+
+
 def format_line(*tokens: str) -> bytes:
     """One MT-SICS reply line: tokens separated by a space, ended by CR LF."""
-    return " ".join(tokens).encode("ascii") + b"\r\n"
+    return " ".join(tokens).encode(TEXT_ENCODING) + b"\r\n"
 
 
 def weight_field(mass_g: float, decimals: int) -> str:
@@ -47,6 +51,16 @@ def weight_field(mass_g: float, decimals: int) -> str:
 def quoted(text: str) -> str:
     """Text as it appears in identification replies, between double quotes."""
     return f'"{text}"'
+
+
+def _check_text(name: str, text: str) -> None:
+    """Refuse text a balance cannot send between quotes: control characters, quotes, non-latin-1."""
+    try:
+        encoded = text.encode(TEXT_ENCODING)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} must be {TEXT_ENCODING} text: {exc}") from exc
+    if b'"' in encoded or any(b < 0x20 or 0x7F <= b < 0xA0 for b in encoded):
+        raise ValueError(f"{name} cannot contain double quotes or control characters")
 
 
 class SimulatedBalance:
@@ -82,8 +96,8 @@ class SimulatedBalance:
             raise ValueError(f"capacity_g must be positive, got {capacity_g}")
         if not 0 <= decimals <= 6:
             raise ValueError(f"decimals must be 0..6, got {decimals}")
-        if '"' in serial_number or '"' in model:
-            raise ValueError("serial_number and model cannot contain double quotes")
+        for name, text in (("serial_number", serial_number), ("model", model)):
+            _check_text(name, text)
         self._mass_fn = mass_g
         self.noise_g = noise_g
         self.settle_s = settle_s

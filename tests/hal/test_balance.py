@@ -634,6 +634,48 @@ def test_parse_valid_reply_lines(line, expected):
     assert parse_reply(line) == expected
 
 
+def test_quoted_text_may_hold_bytes_up_to_255():
+    """MT-SICS text is any byte from 32 to 255: a German balance names itself a Waage."""
+    reply = parse_reply(b'I2 A "W\xe4gezelle XS205 220.00000 g"')
+    assert reply.texts == ("W\xe4gezelle XS205 220.00000 g",)
+    assert reply.texts[0].startswith("Wäge")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'I4 A "01\x0123"', "0x01"),
+        (b'I4 A "01\x7f23"', "0x7F"),
+        (b'I4 A "01\x1b23"', "0x1B"),
+        (b'I4 \xc4 "0123"', "0xC4"),
+    ],
+)
+def test_control_bytes_and_high_bytes_outside_text_are_refused(line, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_reply(line)
+
+
+def test_identity_with_text_beyond_ascii(scripted, connect):
+    line = scripted(
+        {
+            b"I1": [b'I1 A "01" "2.20" "2.20" "" ""\r\n'],
+            b"I2": [b'I2 A "Pr\xe4zisionswaage 220.00000 g"\r\n'],
+            b"I3": [b'I3 A "2.10 10.28.0.493.142"\r\n'],
+            b"I4": [b'I4 A "B\xe4123"\r\n'],
+        }
+    )
+    balance = connect(line.port)
+    identity = balance.identify()
+    assert identity.model == "Präzisionswaage 220.00000 g"
+    assert identity.serial_number == "Bä123"
+
+
+def test_simulated_balance_names_itself_in_latin_1(make_sim, connect):
+    sim = make_sim(lambda: 0.0, model="Präzisionswaage")
+    balance = connect(sim.port)
+    assert balance.identify().model == "Präzisionswaage 220.00000 g"
+
+
 def test_parsed_texts_are_unquoted():
     assert parse_reply(b'I2 A "XS205 220.00000 g"').texts == ("XS205 220.00000 g",)
 
