@@ -600,6 +600,7 @@ class MtSicsBalance:
         command went out may be a fragment (its start was discarded) and ends at any LF; any
         other line must be printable ASCII ended by CR LF, or BalanceProtocolError is raised.
         """
+        drained = False
         while True:
             if self._foreign > 0:
                 end = self._rx.find(b"\n")
@@ -618,10 +619,15 @@ class MtSicsBalance:
                     del self._rx[: end + len(TERMINATOR)]
                     return line, False
                 self._check_partial_line(command)
-            if time.monotonic() >= until:
+            expired = time.monotonic() >= until
+            if expired and drained:
                 return None
             try:
-                chunk = self._serial.read(max(1, self._serial.in_waiting))
+                if expired:  # what arrived while this thread was not running still counts
+                    drained = True
+                    chunk = self._serial.read(self._serial.in_waiting)
+                else:
+                    chunk = self._serial.read(max(1, self._serial.in_waiting))
             except _PORT_ERRORS as exc:
                 raise BalanceAbsent(
                     f"balance port {self.port_name}: reading the reply to {command!r} failed "

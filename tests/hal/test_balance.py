@@ -160,10 +160,11 @@ class StreamingLine:
                 self.lines_sent += 1
                 next_line_s = max(next_line_s + self.period_s, now)
             if out and now >= next_char_s:
-                os.write(self.master_fd, out[:1])
-                del out[:1]
-                next_char_s = max(next_char_s + self.char_s, now)
-            if not select.select([self.master_fd], [], [], 0.0005)[0]:
+                due = min(len(out), 1 + int((now - next_char_s) / self.char_s))
+                os.write(self.master_fd, out[:due])
+                del out[:due]
+                next_char_s = max(next_char_s + due * self.char_s, now)
+            if not select.select([self.master_fd], [], [], 0.002)[0]:
                 continue
             pending += os.read(self.master_fd, 1024)
             while b"\r\n" in pending:
@@ -521,7 +522,7 @@ def test_a_stream_seen_by_one_call_makes_the_next_weight_read_careful(streaming,
     """The I4 exchange skips a streamed weight; SI sent in the stream's next gap is not fooled."""
     line = streaming(
         {b"I4": [b'I4 A "B123456789"\r\n'], b"SI": [b"S S    0.99800 g\r\n"]},
-        period_s=0.2,
+        period_s=0.1,
         queued_line=True,
     )
     balance = connect(line.port, timeout_s=1.5)
