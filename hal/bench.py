@@ -183,6 +183,7 @@ def _build_simulated_instruments(
             physics.outlet_mass_g,
             noise_g=sim_config.balance_noise_g,
             clock=clock,
+            baud=config.balance.baud,
             seed=None if sim_config.seed is None else sim_config.seed + 1,
         )
         balance.start()

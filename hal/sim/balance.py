@@ -30,6 +30,18 @@ COMMANDS = ("@", "I0", "I1", "I2", "I3", "I4", "S", "SI", "T", "Z", "ZI")
 _TICK_S = 0.01
 """How often the server samples the mass while idle, to notice movement between commands."""
 
+BITS_PER_CHARACTER = 10
+"""Start bit, 8 data bits, stop bit: 8N1, as the balance's serial line is configured."""
+
+
+def character_time_s(baud: int | None) -> float:
+    """Time one character takes on the serial line at ``baud`` (0 for None: no line modelled)."""
+    if baud is None:
+        return 0.0
+    if not baud > 0:
+        raise ValueError(f"baud must be positive, got {baud}")
+    return BITS_PER_CHARACTER / baud
+
 
 TEXT_ENCODING = "latin-1"
 """Code page of the simulated balance's text (MT-SICS text holds bytes 32 to 255)."""
@@ -73,6 +85,8 @@ class SimulatedBalance:
     busy (``I``) otherwise, so a simulated ``clock`` must keep advancing while they wait.
     Zeroing is allowed within ``zero_range_g`` of the power-on zero (default 2 % of capacity);
     a load below that range reads as underload. Commands are served one at a time, in order.
+    Replies leave at the serial line's pace, 10 bit times per character at ``baud`` (about 1 ms
+    at 9600; None sends at once).
     """
 
     def __init__(
@@ -89,6 +103,7 @@ class SimulatedBalance:
         zero_range_g: float | None = None,
         stable_wait_s: float = 1.0,
         model: str = "SIM-XS205",
+        baud: int | None = 9600,
     ) -> None:
         if not (noise_g >= 0 and settle_s >= 0 and stable_wait_s >= 0):
             raise ValueError("noise_g, settle_s and stable_wait_s must be non-negative")
@@ -109,6 +124,8 @@ class SimulatedBalance:
         self.zero_range_g = 0.02 * capacity_g if zero_range_g is None else zero_range_g
         self.stable_wait_s = stable_wait_s
         self.model = model
+        self.character_time_s = character_time_s(baud)
+        self.overrun_bytes = 0
         self._stability_band_g = max(4 * noise_g, 10.0**-decimals)
         self._zero_g = 0.0
         self._tare_g = 0.0
@@ -162,6 +179,8 @@ class SimulatedBalance:
         master_fd, slave_fd = os.openpty()
         # Raw: no CR -> LF translation, no echo, no output post-processing; CR LF passes as is.
         tty.setraw(slave_fd)
+        # A host that stops reading loses characters (receiver overrun); the balance never waits.
+        os.set_blocking(master_fd, False)
         self._master_fd, self._slave_fd = master_fd, slave_fd
         self._wake_fds = os.pipe()
         self._port = os.ttyname(slave_fd)
@@ -179,10 +198,11 @@ class SimulatedBalance:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        for fd in (self._master_fd, self._slave_fd, *(self._wake_fds or ())):
-            if fd is not None:
-                os.close(fd)
-        self._master_fd = self._slave_fd = self._wake_fds = None
+        with self._write_lock:
+            for fd in (self._master_fd, self._slave_fd, *(self._wake_fds or ())):
+                if fd is not None:
+                    os.close(fd)
+            self._master_fd = self._slave_fd = self._wake_fds = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -208,6 +228,8 @@ class SimulatedBalance:
                 continue
             try:
                 pending.extend(os.read(master_fd, 1024))
+            except BlockingIOError:
+                continue
             except OSError:  # slave side hung up for good
                 return
             while (end := pending.find(b"\r\n")) >= 0:
@@ -220,10 +242,36 @@ class SimulatedBalance:
                     self._write(reply)
 
     def _write(self, data: bytes) -> None:
+        """Send ``data`` at the serial line's pace: each character after its 10 bit times.
+
+        Characters due are written together, so the wait between writes is a few ms at most;
+        one writer at a time, as on one UART. Closing the balance cuts a write short.
+        """
         with self._write_lock:
             if self._master_fd is None:
                 raise RuntimeError("the simulated balance is not started")
-            os.write(self._master_fd, data)
+            char_s = self.character_time_s
+            if char_s <= 0:
+                self._put(data)
+                return
+            start = time.monotonic()
+            sent = 0
+            while sent < len(data):
+                due = min(len(data), int((time.monotonic() - start) / char_s))
+                if due > sent:
+                    self._put(data[sent:due])
+                    sent = due
+                elif self._stop.wait(start + (sent + 1) * char_s - time.monotonic()):
+                    return
+
+    def _put(self, data: bytes) -> None:
+        """Hand bytes to the pty; what the host's full input buffer cannot take is lost."""
+        assert self._master_fd is not None
+        try:
+            written = os.write(self._master_fd, data)
+        except BlockingIOError:
+            written = 0
+        self.overrun_bytes += len(data) - written
 
     def _answer(self, line: bytes) -> bytes:
         """The reply bytes to one command line (empty when the balance stays silent)."""

@@ -234,6 +234,26 @@ def test_wire_format_is_mt_sics(make_sim):
         assert port.read_until(b"\r\n") == b'I4 A "B123456789"\r\n'
 
 
+@pytest.mark.parametrize("baud", [None, 1200])
+def test_simulated_balance_sends_at_the_serial_line_speed(make_sim, baud):
+    """Ten bit times per character (start, 8 data, stop): a reply is never faster than that.
+
+    The default is the balance's default, 9600 baud: about 1 ms per character.
+    """
+    sim = make_sim(lambda: 0.998) if baud is None else make_sim(lambda: 0.998, baud=baud)
+    baud = baud or 9600
+    with serial.Serial(sim.port, baud, timeout=2) as port:
+        start = time.monotonic()
+        port.write(b"I0\r\n")
+        received = b""
+        while not received.endswith(b'"ZI"\r\n'):
+            chunk = port.read_until(b"\r\n")
+            assert chunk, f"reply stopped after {received!r}"
+            received += chunk
+        elapsed_s = time.monotonic() - start
+    assert elapsed_s >= 0.95 * len(received) * 10 / baud
+
+
 @pytest.mark.parametrize("command", [b"XYZ", b"s", b"S 1"])
 def test_simulator_answers_unknown_commands_with_syntax_error(make_sim, command):
     sim = make_sim(lambda: 0.998)
