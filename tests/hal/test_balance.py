@@ -463,7 +463,7 @@ def test_stale_input_is_discarded_before_a_command(make_sim, stale):
 
 def test_late_reply_after_a_timeout_is_not_taken_for_the_next_one(scripted, connect):
     line = scripted(
-        {b"S": [b"S S    5.00000 g\r\n"], b"SI": [b"S D    1.00000 g\r\n"]}, chunk_delay_s=0.45
+        {b"S": [b"S S    5.00000 g\r\n"], b"SI": [b"S D    1.00000 g\r\n"]}, chunk_delay_s=0.35
     )
     balance = connect(line.port, timeout_s=0.3)
     with pytest.raises(BalanceTimeout):
