@@ -5,6 +5,11 @@ answers with one line (``I0`` with several) ended by CR LF, starting with the co
 and a status, e.g. ``S S     100.00 g`` (a stable 100 g) or ``S D      99.98 g`` (still moving).
 The gravimetric flow test weighs the pumped fluid with it, so every call here has a deadline and
 every reply is parsed strictly: a calibration must never continue on a misread weight.
+
+A balance may also send without being asked: weights repeated after ``SIR`` (how a long flow test
+samples the mass, see :meth:`MtSicsBalance.start_continuous`), a stream left running by another
+program, or a late reply after a timeout. Each reply is therefore matched to its command: lines
+that began before the command went out, or that carry another identifier, are skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import math
 import re
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -57,6 +64,10 @@ UNIT_TO_G: dict[str, float] = {"g": 1.0, "mg": 1e-3, "kg": 1e3}
 
 WEIGHT_IDENTS = frozenset({"S", "T"})
 """Reply identifiers whose ``S``/``D`` status is followed by a weight value and a unit."""
+
+MAX_BUFFERED_WEIGHTS = 100_000
+"""Continuous weights kept for a reader that falls behind (over an hour at 25 per second); the
+oldest go first and are counted in :attr:`ContinuousWeights.dropped`."""
 
 UNPROMPTED_MEMORY_S = 2.0
 """After unprompted output was last seen, how long ``S`` and ``SI`` still treat the balance as
@@ -132,6 +143,26 @@ class WeightReading:
                 f"unit {self.unit!r} is not a mass unit this rig converts to grams "
                 f"(supported: {', '.join(UNIT_TO_G)}); set the balance to weigh in g"
             )
+
+
+@dataclass(frozen=True)
+class TimedWeight:
+    """A weight from the balance's continuous output (``SIR``) and when its line arrived.
+
+    ``received_s`` is the client's clock (monotonic seconds by default) when the line's CR LF was
+    read, by a thread that does nothing else, so a slow consumer does not shift it.
+    """
+
+    reading: WeightReading
+    received_s: float
+
+    @property
+    def mass_g(self) -> float:
+        return self.reading.mass_g
+
+    @property
+    def stable(self) -> bool:
+        return self.reading.stable
 
 
 @dataclass(frozen=True)
@@ -259,6 +290,8 @@ class MtSicsBalance:
     already open ``serial.Serial``, which this object then owns. Each call sends one command,
     waits at most ``timeout_s`` in total for its reply, and raises a :class:`BalanceError`
     subclass for anything but the expected answer. Calls from several threads are serialised.
+    Quoted text is decoded with ``text_encoding``. :meth:`start_continuous` streams weights
+    (``SIR``), stamped on arrival with ``clock``; other commands wait until it is stopped.
     """
 
     def __init__(
@@ -268,13 +301,16 @@ class MtSicsBalance:
         baud: int = 9600,
         timeout_s: float = 2.0,
         text_encoding: str = TEXT_ENCODING,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         "".encode(text_encoding)  # LookupError now for an unknown code page, not at a reply
         self.timeout_s = timeout_s
         self.text_encoding = text_encoding
+        self._clock = clock
         self._lock = threading.Lock()
+        self._stream: ContinuousWeights | None = None
         self._rx = bytearray()
         self._foreign = 0  # leading bytes of _rx received before the command went out
         self._synced = False  # opening the port flushed its input, perhaps in mid-line
@@ -365,6 +401,7 @@ class MtSicsBalance:
         """The commands the balance implements (``I0``, one ``I0 B`` line each, last ``I0 A``)."""
         commands: list[str] = []
         with self._lock:
+            self._refuse_while_streaming("I0")
             deadline, unprompted = self._start("I0", timeout_s)
             while True:
                 reply = self._receive("I0", ("I0",), ("A", "B"), deadline, unprompted)
@@ -374,11 +411,37 @@ class MtSicsBalance:
                 if reply.status == "A":
                     return tuple(commands)
 
+    def start_continuous(self, *, timeout_s: float | None = None) -> ContinuousWeights:
+        """Start the balance sending immediate weights repeatedly (``SIR``); read them from the
+        returned stream, in order, each stamped with its arrival time.
+
+        The first weight (the reply to ``SIR``) must arrive within ``timeout_s``. Until the
+        stream is stopped (:meth:`ContinuousWeights.stop`: ``SI`` ends ``SIR`` and keeps the
+        tare, ``@`` resets the balance) every other call raises :class:`BalanceBusy`.
+        """
+        with self._lock:
+            self._refuse_while_streaming("SIR")
+            deadline, _ = self._start("SIR", timeout_s)
+            first: TimedWeight | BalanceError
+            try:
+                reply = self._receive("SIR", ("S",), ("S", "D"), deadline, False)
+                first = TimedWeight(self._weight_of("SIR", reply), self._clock())
+            except (BalanceOverload, BalanceUnderload) as error:  # streaming, out of range
+                first = error
+            stream = ContinuousWeights(self, first)
+            self._stream = stream
+            stream._reader.start()
+            return stream
+
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the serial port (safe to call twice)."""
+        """Close the serial port (safe to call twice); a stream's reader ends, unstopped."""
+        stream = self._stream
+        if stream is not None:
+            stream._halt()
         with self._lock, contextlib.suppress(*_PORT_ERRORS):
+            self._stream = None
             self._serial.close()
 
     def __enter__(self) -> Self:
@@ -405,8 +468,72 @@ class MtSicsBalance:
         timeout_s: float | None,
     ) -> Reply:
         with self._lock:
+            self._refuse_while_streaming(command)
             deadline, unprompted = self._start(command, timeout_s)
             return self._receive(command, idents, statuses, deadline, unprompted)
+
+    def _refuse_while_streaming(self, command: str) -> None:
+        if self._stream is not None:
+            raise BalanceBusy(
+                f"balance port {self.port_name}: command {command!r} not sent: continuous "
+                "weights (SIR) are running; stop them first"
+            )
+
+    def _stop_continuous(
+        self, stream: ContinuousWeights, reset: bool, timeout_s: float | None
+    ) -> WeightReading | None:
+        """End ``stream``: its reader first, then ``SI`` (or ``@``) ends SIR on the balance."""
+        stream._halt()
+        with self._lock:
+            if self._stream is not stream:
+                return None  # already stopped
+            self._stream = None
+            if reset:
+                deadline, _ = self._start("@", timeout_s)
+                self._receive("@", ("I4",), ("A",), deadline, True)
+                return None
+            # SI's reply looks like the streamed weights; it is the last before the line is quiet.
+            deadline, _ = self._start("SI", timeout_s)
+            return self._weight_of("SI", self._receive("SI", ("S",), ("S", "D"), deadline, True))
+
+    def _read_stream(self, stream: ContinuousWeights) -> None:
+        """The stream's reader thread: every SIR line, stamped when its CR LF arrives."""
+        while not stream._halting.is_set():
+            try:
+                got = self._read_line("SIR", time.monotonic() + POLL_S)
+            except BalanceAbsent as error:
+                stream._put(error)
+                return
+            except BalanceError as error:  # line noise: report it, keep listening
+                stream._put(error)
+                continue
+            if got is None:
+                continue
+            received_s = self._clock()
+            line, foreign = got
+            if not foreign:
+                stream._put(self._stream_item(line, received_s))
+
+    def _stream_item(self, line: bytes, received_s: float) -> TimedWeight | BalanceError:
+        try:
+            reply = parse_reply(line, encoding=self.text_encoding)
+        except ValueError as exc:
+            return BalanceProtocolError(
+                f"balance port {self.port_name}: streamed line {line!r} is not MT-SICS: {exc}"
+            )
+        where = f"balance port {self.port_name}: continuous weights (SIR) got {reply.line!r}"
+        if reply.ident in ERROR_REPLIES:
+            return BalanceCommandError(f"{where}: {reply.ident} {ERROR_REPLIES[reply.ident]}")
+        if reply.ident not in STREAM_IDENTS:
+            return BalanceProtocolError(f"{where}: not a weight")
+        if reply.status == "I":
+            return BalanceBusy(f"{where}: no weight now (balance busy)")
+        if reply.status == "+":
+            return BalanceOverload(f"{where}: overload (above capacity)")
+        if reply.status == "-":
+            return BalanceUnderload(f"{where}: underload (below the zero range)")
+        assert reply.weight is not None  # S and D carry one
+        return TimedWeight(reply.weight, received_s)
 
     def _start(self, command: str, timeout_s: float | None) -> tuple[float, bool]:
         """Discard stale input and send the command.
@@ -678,3 +805,98 @@ class MtSicsBalance:
         return BalanceProtocolError(
             f"balance port {self.port_name}: reply {reply.line!r} to command {command!r}: {reason}"
         )
+
+
+class ContinuousWeights:
+    """Weights a balance sends repeatedly (MT-SICS ``SIR``): see ``start_continuous``.
+
+    A reader thread stamps each line as it arrives and queues it, so the consumer may fall behind
+    without shifting the times. :meth:`read` (or iterating) returns the weights in order and
+    raises, in their place, the errors the balance streamed (overload, busy, garbage). Iterating
+    ends once the stream is stopped and drained. Use it as a context manager to stop it.
+    """
+
+    def __init__(self, balance: MtSicsBalance, first: TimedWeight | BalanceError) -> None:
+        self._balance = balance
+        self._items: deque[TimedWeight | BalanceError] = deque([first])
+        self._ready = threading.Condition()
+        self._halting = threading.Event()
+        self._ended = False
+        self.dropped = 0
+        """Weights discarded, oldest first, because the reader fell behind by more than
+        ``MAX_BUFFERED_WEIGHTS``."""
+        self._reader = threading.Thread(
+            target=balance._read_stream, args=(self,), name="balance-sir", daemon=True
+        )
+
+    @property
+    def running(self) -> bool:
+        """True until the stream is stopped (or its port failed)."""
+        return not self._ended
+
+    def read(self, timeout_s: float | None = None) -> TimedWeight:
+        """The next weight, waiting at most ``timeout_s`` (default: the balance's timeout)."""
+        budget_s = self._balance.timeout_s if timeout_s is None else timeout_s
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._items or self._ended, budget_s):
+                raise BalanceTimeout(
+                    f"balance port {self._balance.port_name}: no weight within {budget_s:g} s "
+                    "from the continuous weights (SIR)"
+                )
+            if not self._items:
+                raise BalanceError(
+                    f"balance port {self._balance.port_name}: continuous weights stopped"
+                )
+            item = self._items.popleft()
+        if isinstance(item, BalanceError):
+            raise item
+        return item
+
+    def __iter__(self) -> Iterator[TimedWeight]:
+        return self
+
+    def __next__(self) -> TimedWeight:
+        with self._ready:
+            if self._ended and not self._items:
+                raise StopIteration
+        return self.read()
+
+    def stop(self, *, reset: bool = False, timeout_s: float | None = None) -> WeightReading | None:
+        """End the stream: ``SI`` (its reply, the last weight, is returned; tare and zero stay)
+        or, with ``reset``, ``@`` (the balance resets as after power-on; None). Weights already
+        queued stay readable. Safe to call twice."""
+        return self._balance._stop_continuous(self, reset, timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.stop()
+        else:  # already failing: stop if possible, but do not hide the first error
+            with contextlib.suppress(BalanceError):
+                self.stop()
+
+    def _put(self, item: TimedWeight | BalanceError) -> None:
+        with self._ready:
+            if len(self._items) >= MAX_BUFFERED_WEIGHTS:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            if isinstance(item, BalanceAbsent):
+                self._ended = True
+            self._ready.notify_all()
+
+    def _halt(self) -> None:
+        """Stop the reader thread and mark the stream ended (no command is sent)."""
+        self._halting.set()
+        if self._reader.is_alive() and self._reader is not threading.current_thread():
+            self._reader.join(timeout=5)
+        with self._ready:
+            self._ended = True
+            self._ready.notify_all()

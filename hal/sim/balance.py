@@ -2,8 +2,10 @@
 
 The simulated bench hands :class:`SimulatedBalance` a function giving the true mass on the pan
 (the fluid pumped into the beaker); the balance adds noise, tracks stability, applies zero and
-tare, and answers on the slave side of a pty. The client opens ``SimulatedBalance.port`` exactly
-as it opens ``/dev/ttyUSB1`` on the Pi, so the driver under test is the real one.
+tare, and answers on the slave side of a pty at the serial line's pace. After ``SIR`` it sends
+the immediate weight repeatedly until ``S``, ``SI`` or ``@``. The client opens
+``SimulatedBalance.port`` exactly as it opens ``/dev/ttyUSB1`` on the Pi, so the driver under test
+is the real one.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ Fault = Literal["silent", "garbage", "overload", "logical_error", "transmission_
 
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 
-COMMANDS = ("@", "I0", "I1", "I2", "I3", "I4", "S", "SI", "T", "Z", "ZI")
+COMMANDS = ("@", "I0", "I1", "I2", "I3", "I4", "S", "SI", "SIR", "T", "Z", "ZI")
 """The MT-SICS commands the simulated balance implements; anything else is answered ``ES``."""
+
+COMMAND_LEVELS = {"SIR": "1"}
+"""MT-SICS level of each command listed by ``I0`` (level 0 unless named here)."""
+
+ENDS_REPEAT = frozenset({"S", "SI", "@"})
+"""Commands that end ``SIR`` (MT-SICS: it is overwritten and cancelled by S, SI, SR and @)."""
 
 _TICK_S = 0.01
 """How often the server samples the mass while idle, to notice movement between commands."""
@@ -86,7 +94,8 @@ class SimulatedBalance:
     Zeroing is allowed within ``zero_range_g`` of the power-on zero (default 2 % of capacity);
     a load below that range reads as underload. Commands are served one at a time, in order.
     Replies leave at the serial line's pace, 10 bit times per character at ``baud`` (about 1 ms
-    at 9600; None sends at once).
+    at 9600; None sends at once). ``SIR`` repeats the immediate weight ``sir_rate_hz`` times a
+    second (real time) until ``S``, ``SI`` or ``@``; other commands are answered in between.
     """
 
     def __init__(
@@ -104,9 +113,12 @@ class SimulatedBalance:
         stable_wait_s: float = 1.0,
         model: str = "SIM-XS205",
         baud: int | None = 9600,
+        sir_rate_hz: float = 10.0,
     ) -> None:
         if not (noise_g >= 0 and settle_s >= 0 and stable_wait_s >= 0):
             raise ValueError("noise_g, settle_s and stable_wait_s must be non-negative")
+        if not (sir_rate_hz > 0 and math.isfinite(sir_rate_hz)):
+            raise ValueError(f"sir_rate_hz must be positive, got {sir_rate_hz}")
         if not (capacity_g > 0 and math.isfinite(capacity_g)):
             raise ValueError(f"capacity_g must be positive, got {capacity_g}")
         if not 0 <= decimals <= 6:
@@ -125,6 +137,8 @@ class SimulatedBalance:
         self.stable_wait_s = stable_wait_s
         self.model = model
         self.character_time_s = character_time_s(baud)
+        self.sir_rate_hz = sir_rate_hz
+        self._repeat_next_s: float | None = None  # when the next SIR weight is due (real time)
         self.overrun_bytes = 0
         self._stability_band_g = max(4 * noise_g, 10.0**-decimals)
         self._zero_g = 0.0
@@ -222,7 +236,11 @@ class SimulatedBalance:
         master_fd, wake_fd = self._master_fd, self._wake_fds[0]
         pending = bytearray()
         while not self._stop.is_set():
-            readable, _, _ = select.select([master_fd, wake_fd], [], [], _TICK_S)
+            wait_s = _TICK_S
+            if self._repeat_next_s is not None:
+                wait_s = min(wait_s, max(0.0, self._repeat_next_s - time.monotonic()))
+            readable, _, _ = select.select([master_fd, wake_fd], [], [], wait_s)
+            self._repeat()
             if master_fd not in readable:
                 self._observe()
                 continue
@@ -273,8 +291,23 @@ class SimulatedBalance:
             written = 0
         self.overrun_bytes += len(data) - written
 
+    def _repeat(self) -> None:
+        """Send the next SIR weight if one is due (a silent balance sends nothing)."""
+        due_s = self._repeat_next_s
+        now = time.monotonic()
+        if due_s is None or now < due_s:
+            return
+        period_s = 1.0 / self.sir_rate_hz
+        # A late line does not bring a burst of catch-up lines: the balance keeps its rate.
+        self._repeat_next_s = due_s + period_s if now - due_s < period_s else now + period_s
+        if self._fault == "silent":
+            return
+        self._write(self._garbage() if self._fault == "garbage" else self._weight_reply("S"))
+
     def _answer(self, line: bytes) -> bytes:
         """The reply bytes to one command line (empty when the balance stays silent)."""
+        if line.decode("latin-1") in ENDS_REPEAT:
+            self._repeat_next_s = None
         fault = self._fault
         if fault == "silent":
             return b""
@@ -291,6 +324,9 @@ class SimulatedBalance:
             return self._weight_reply("S", wait=True)
         if command == "SI":
             return self._weight_reply("S", wait=False)
+        if command == "SIR":  # the first weight now, then one every 1/sir_rate_hz seconds
+            self._repeat_next_s = time.monotonic() + 1.0 / self.sir_rate_hz
+            return self._weight_reply("S", wait=False)
         if command in ("Z", "ZI"):
             return self._zero_reply(command, wait=command == "Z")
         if command == "T":
@@ -303,7 +339,12 @@ class SimulatedBalance:
     def _identification(self, command: str) -> bytes:
         if command == "I0":
             return b"".join(
-                format_line("I0", "A" if n == len(COMMANDS) - 1 else "B", "0", quoted(c))
+                format_line(
+                    "I0",
+                    "A" if n == len(COMMANDS) - 1 else "B",
+                    COMMAND_LEVELS.get(c, "0"),
+                    quoted(c),
+                )
                 for n, c in enumerate(COMMANDS)
             )
         if command == "I1":
@@ -315,7 +356,7 @@ class SimulatedBalance:
             return format_line("I3", "A", quoted("1.00 simulated"))
         return format_line("I4", "A", quoted(self.serial_number))
 
-    def _weight_reply(self, ident: str, *, wait: bool) -> bytes:
+    def _weight_reply(self, ident: str, *, wait: bool = False) -> bytes:
         status, gross_g = self._weigh(wait=wait)
         if status not in "SD":
             return format_line(ident, status)

@@ -372,6 +372,137 @@ def test_weight_field_is_right_aligned_in_ten_characters():
     assert weight_field(-0.000001, 5) == "   0.00000"
 
 
+# -- continuous weights (SIR) -------------------------------------------------------------
+
+
+def read_lines(port: serial.Serial, seconds: float) -> list[bytes]:
+    """Every complete line that arrives on ``port`` within ``seconds``, with its CR LF."""
+    received = b""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        received += port.read(max(1, port.in_waiting))
+    return [line + b"\r\n" for line in received.split(b"\r\n")[:-1]]
+
+
+def test_simulated_balance_repeats_weights_after_sir_until_si(make_sim):
+    sim = make_sim(lambda: 0.998, sir_rate_hz=20.0)
+    with serial.Serial(sim.port, 9600, timeout=0.05) as port:
+        port.write(b"SIR\r\n")
+        streamed = read_lines(port, 0.5)
+        assert len(streamed) >= 3
+        assert set(streamed) == {b"S S    0.99800 g\r\n"}
+        port.write(b"I4\r\n")  # other commands are answered between the weights
+        assert b'I4 A "B123456789"\r\n' in read_lines(port, 0.3)
+        port.write(b"SI\r\n")  # S, SI and @ end SIR
+        time.sleep(0.2)
+        port.reset_input_buffer()
+        assert read_lines(port, 0.3) == []
+
+
+def test_simulated_balance_repeats_no_faster_than_its_rate(make_sim):
+    sim = make_sim(lambda: 0.998, sir_rate_hz=5.0)
+    with serial.Serial(sim.port, 9600, timeout=0.05) as port:
+        port.write(b"SIR\r\n")
+        streamed = read_lines(port, 0.7)
+        port.write(b"@\r\n")
+    assert 1 <= len(streamed) <= 4  # due at 0, 0.2, 0.4 and 0.6 s
+
+
+def test_continuous_weights_with_arrival_times(make_sim, connect):
+    pan = Pan(0.5)
+    sim = make_sim(pan, sir_rate_hz=25.0)
+    balance = connect(sim.port, timeout_s=2.0)
+    before = time.monotonic()
+    with balance.start_continuous() as weights:
+        first = [weights.read() for _ in range(3)]
+        pan.mass_g = 0.75
+        time.sleep(0.1)
+        later = [weights.read() for _ in range(8)]
+    after = time.monotonic()
+    assert sim.commands == ["SIR", "SI"]
+    assert all(w.reading == WeightReading(0.5, True, "g") for w in first)
+    assert later[-1].mass_g == 0.75
+    times = [w.received_s for w in first + later]
+    assert before <= times[0] and times == sorted(times) and times[-1] <= after
+    assert len(set(times)) > 1
+    assert balance.read_stable().mass_g == 0.75  # the balance answers commands again
+
+
+def test_continuous_weights_iterate_and_keep_the_tare(make_sim, connect):
+    pan = Pan(25.0)
+    sim = make_sim(pan)
+    balance = connect(sim.port)
+    balance.tare()
+    pan.mass_g = 26.0
+    weights = balance.start_continuous()
+    masses = []
+    for weight in weights:
+        masses.append(weight.mass_g)
+        if len(masses) == 3:
+            final = weights.stop()
+    assert len(masses) >= 3  # and what was queued before the stop
+    assert set(masses) == {1.0}
+    assert final == WeightReading(1.0, True, "g")
+    assert not weights.running
+    assert balance.read_stable().mass_g == 1.0  # SI ended SIR and the tare stands
+
+
+def test_other_commands_wait_for_the_stream_to_stop(make_sim, connect):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port)
+    weights = balance.start_continuous()
+    with pytest.raises(BalanceBusy, match="continuous weights"):
+        balance.read_immediate()
+    with pytest.raises(BalanceBusy, match="continuous weights"):
+        balance.start_continuous()
+    assert weights.stop(reset=True) is None  # @ ends SIR too (and clears the tare)
+    assert sim.commands == ["SIR", "@"]
+    assert balance.read_immediate().mass_g == 0.998
+    assert weights.stop() is None  # stopping twice is harmless
+
+
+def test_an_overload_in_the_stream_is_raised_and_the_stream_goes_on(make_sim, connect):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port)
+    with balance.start_continuous() as weights:
+        assert weights.read().mass_g == 0.998
+        sim.fault = "overload"
+        with pytest.raises(BalanceOverload, match="'S \\+'"):
+            for _ in range(20):
+                weights.read()
+        sim.fault = None
+        for _ in range(20):
+            with contextlib.suppress(BalanceOverload):
+                if weights.read().mass_g == 0.998:
+                    break
+        else:
+            pytest.fail("the stream did not recover")
+
+
+def test_a_balance_without_sir_refuses_to_stream(scripted, connect):
+    line = scripted({})  # every command is answered ES
+    balance = connect(line.port)
+    with pytest.raises(BalanceCommandError, match="ES syntax error"):
+        balance.start_continuous()
+    with pytest.raises(BalanceCommandError):
+        balance.read_immediate()  # not stuck in a stream
+
+
+@pytest.mark.timeout(10)
+def test_a_stream_that_falls_silent_times_out(make_sim, connect):
+    sim = make_sim(lambda: 0.998)
+    balance = connect(sim.port, timeout_s=0.5)
+    weights = balance.start_continuous()
+    weights.read()
+    sim.fault = "silent"
+    with pytest.raises(BalanceTimeout, match="continuous weights"):
+        for _ in range(100):
+            weights.read()
+    sim.fault = None
+    balance.close()  # closing ends the stream's reader too
+    assert not weights.running
+
+
 # -- faults -------------------------------------------------------------------------------
 
 
