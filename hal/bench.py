@@ -175,6 +175,7 @@ def _build_simulated_instruments(
         offset_ul_per_min=sim_config.sensor_offset_ul_per_min,
         time_constant_s=sim_config.sensor_time_constant_s,
         air_in_line=physics.air_in_line,
+        air_in_line_since=physics.air_in_line_since,
         seed=sim_config.seed,
     )
     balance = None

@@ -46,6 +46,24 @@ def test_one_millilitre_through_the_drivers(sim_bench):
     assert bench.limits.at_empty is False
 
 
+@pytest.mark.timeout(60)
+def test_a_bubble_that_passed_between_reads_is_flagged_once(sim_bench):
+    """The sensor keeps air in line flagged until read, as the SLF3S does."""
+    bench, clock = sim_bench
+    assert bench.sim is not None
+    bench.drive.energise()
+    bench.stepper.set_rate(800.0)  # about 1 mL/min
+    bench.stepper.run_until(5.0, set_clock=clock.set)
+    bench.flow_sensor.start()
+    bench.stepper.run_until(5.1, set_clock=clock.set)
+    assert bench.flow_sensor.read().air_in_line is False
+    bench.sim.bench.inject_air_bubble(2.0)  # passes the sensor in about 0.1 s
+    bench.stepper.run_until(6.0, set_clock=clock.set)
+    assert not bench.sim.bench.air_in_line()
+    assert bench.flow_sensor.read().air_in_line is True
+    assert bench.flow_sensor.read().air_in_line is False
+
+
 def test_estop_and_limit_switch_pins_reach_the_devices(sim_bench):
     bench, _clock = sim_bench
     assert not bench.estop.is_pressed

@@ -129,6 +129,39 @@ def test_temperature_and_air_in_line_flag_are_decoded() -> None:
     assert (first.air_in_line, second.air_in_line, third.air_in_line) == (False, True, True)
 
 
+def test_an_air_fault_between_reads_stays_flagged_until_a_read_reports_it() -> None:
+    """The sensor keeps an event flagged until it is read, even when the cause is gone."""
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 10.0, clock=clock, noise_ul_per_min=0.0)
+    sensor = started(device, clock)
+    assert sensor.read().air_in_line is False
+
+    device.set_faults(SensorFaults(air_in_line=True))
+    clock.advance(0.5)
+    device.set_faults(SensorFaults())  # the bubble has gone by before the next read
+
+    assert sensor.read().air_in_line is True
+    assert sensor.read().air_in_line is False  # reported once, then cleared
+
+
+def test_high_flow_between_reads_stays_flagged_until_a_read_reports_it() -> None:
+    clock = ManualClock(1000.0)
+    flow = Flow(25.0)
+    device = SimulatedSlf3s(flow, clock=clock, noise_ul_per_min=0.0, time_constant_s=0.0)
+    sensor = started(device, clock)
+    assert sensor.read().high_flow is False
+
+    flow.ul_per_min = 4000.0  # a surge beyond full scale, measured by the sensor on its own
+    clock.advance(0.01)
+    device.sample()
+    flow.ul_per_min = 25.0
+    clock.advance(0.01)
+
+    first, second = sensor.read(), sensor.read()
+    assert first.flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+    assert (first.high_flow, second.high_flow) == (True, False)
+
+
 @pytest.mark.parametrize(
     ("true_flow_ul_per_min", "expected_ul_per_min", "high_flow"),
     [(3000.0, 3000.0, False), (4000.0, 3276.7, True), (-4000.0, -3276.8, True)],
