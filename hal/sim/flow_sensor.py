@@ -30,10 +30,12 @@ from sensirion_i2c_driver.errors import I2cNackError
 from hal.flow_sensor import (
     SLF3S_0600F_FULL_SCALE_UL_PER_MIN,
     SLF3S_I2C_ADDRESS,
+    Medium,
     sf06_i2c_channel,
 )
 
 CMD_START_H2O_CONTINUOUS = 0x3608
+CMD_START_IPA_CONTINUOUS = 0x3615
 CMD_STOP_CONTINUOUS = 0x3FF9
 CMD_PRODUCT_ID_PREPARE = 0x367C
 CMD_PRODUCT_ID_READ = 0xE102
@@ -48,6 +50,14 @@ FIRST_RESULT_DELAY_S = 0.012
 #: the high-flow flag is set). The raw int16 itself saturates at ±3276.8 µL/min.
 #: Product identifier of an SLF3S-0600F (family 0x070303, revision 0x01).
 SLF3S_0600F_PRODUCT_ID = 0x07030301
+
+START_COMMANDS: dict[int, Medium] = {
+    CMD_START_H2O_CONTINUOUS: "water",
+    CMD_START_IPA_CONTINUOUS: "ipa",
+}
+"""Continuous-measurement start commands of the SLF3S-0600F and the calibration each selects
+(the vendor lists 0x3615, isopropyl alcohol, for the SLF3C/S-1300F, SLF3S-0600F and -4000B).
+The raw flow scale (10 counts per µL/min) is the same for both."""
 
 _INT16_MIN, _INT16_MAX = -0x8000, 0x7FFF
 _FLAG_AIR_IN_LINE = 1 << 0
@@ -150,6 +160,7 @@ class SimulatedSlf3s:
         self._id_prepared = False
         self._id_pending = False
         self._latched_flags = 0  # events measured since the last read
+        self._medium: Medium | None = None
         self._measured_at = 0.0  # when the sensor last measured (clock seconds)
 
     @property
@@ -181,6 +192,15 @@ class SimulatedSlf3s:
     def is_measuring(self) -> bool:
         """True between the start and stop commands."""
         return self._measuring
+
+    @property
+    def medium(self) -> Medium | None:
+        """The calibration the measurement was started with (None while idle).
+
+        The model measures the bench's flow the same way for either: the liquid on the bench is
+        what the operator chose the calibration for.
+        """
+        return self._medium if self._measuring else None
 
     # I2C target: what the sensor does on the bus ------------------------------------------------
 
@@ -221,8 +241,9 @@ class SimulatedSlf3s:
                 return False  # only stop is accepted while measuring
             self._measuring = False
             return True
-        if command == CMD_START_H2O_CONTINUOUS:
+        if command in START_COMMANDS:
             now = self._clock()
+            self._medium = START_COMMANDS[command]
             self._measuring = True
             self._started_at = now
             self._last_update = now

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sensirion_i2c_sf06_lf import Sf06LfDevice
 
 from hal.config import FlowSensorConfig
 from hal.flow_sensor import (
@@ -69,6 +70,48 @@ def test_constant_flow_reads_back_in_physical_units() -> None:
     assert reading.air_in_line is False
     assert reading.high_flow is False
     assert sensor.is_measuring
+
+
+def test_the_0600f_accepts_the_ipa_start_command_and_records_the_medium() -> None:
+    """Command 0x3615 starts the IPA calibration, which the SLF3S-0600F supports."""
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
+    vendor = Sf06LfDevice(sim_i2c_channel(device))
+
+    vendor.start_ipa_continuous_measurement()
+    clock.advance(0.012)
+
+    assert device.is_measuring
+    assert device.medium == "ipa"
+    flow, _temperature, _flags = vendor.read_measurement_data(Sf06FlowSensor.FLOW_SCALE)
+    assert flow.value == pytest.approx(25.0, abs=0.1)  # same scale factor (10 per µL/min)
+    vendor.stop_continuous_measurement()
+    assert device.medium is None
+
+
+@pytest.mark.parametrize("medium", ["water", "ipa"])
+def test_the_driver_starts_either_calibration_and_reports_it(medium: str) -> None:
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
+    sensor = Sf06FlowSensor(sim_i2c_channel(device))
+
+    sensor.start(medium=medium)
+    clock.advance(0.012)
+    reading = sensor.read()
+
+    assert device.medium == sensor.medium == reading.medium == medium
+    assert reading.flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+    sensor.start()  # water, the default, after a restart
+    assert device.medium == sensor.medium == "water"
+
+
+def test_an_unknown_medium_is_refused_before_anything_is_sent() -> None:
+    device = SimulatedSlf3s(lambda: 25.0)
+    sensor = Sf06FlowSensor(sim_i2c_channel(device))
+
+    with pytest.raises(ValueError, match=r"'oil'.*water, ipa"):
+        sensor.start(medium="oil")  # type: ignore[arg-type]
+    assert not device.is_measuring
 
 
 def test_identify_returns_product_and_serial_number() -> None:
