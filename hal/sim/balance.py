@@ -68,6 +68,24 @@ def weight_field(mass_g: float, decimals: int) -> str:
     return f"{value:>10.{decimals}f}"
 
 
+def readability_decimals(readability_g: float) -> int:
+    """Decimals a balance of readability d shows: 0.0001 g -> 4, 0.0002 g -> 4, 0.001 g -> 3.
+
+    d must be a whole number of micrograms (at most six decimals), from 1 µg to 1 g.
+    """
+    if not (1e-6 <= readability_g <= 1.0 and math.isfinite(readability_g)):
+        raise ValueError(f"readability_g must be 0.000001 to 1 g, got {readability_g}")
+    for decimals in range(7):
+        if abs(round(readability_g, decimals) - readability_g) <= 1e-12:
+            return decimals
+    raise ValueError(f"readability_g must be a whole number of micrograms, got {readability_g}")
+
+
+def quantise(mass_g: float, readability_g: float) -> float:
+    """``mass_g`` rounded to the nearest multiple of the readability d, as the balance shows it."""
+    return round(mass_g / readability_g) * readability_g
+
+
 def quoted(text: str) -> str:
     """Text as it appears in identification replies, between double quotes."""
     return f'"{text}"'
@@ -96,6 +114,12 @@ class SimulatedBalance:
     Replies leave at the serial line's pace, 10 bit times per character at ``baud`` (about 1 ms
     at 9600; None sends at once). ``SIR`` repeats the immediate weight ``sir_rate_hz`` times a
     second (real time) until ``S``, ``SI`` or ``@``; other commands are answered in between.
+
+    What a calibration has to cope with: readings are rounded to the readability
+    ``readability_g`` (d; default one unit of the last of ``decimals`` digits, 0.01 mg), the zero
+    drifts by ``drift_g_per_h`` (from power-on, on ``clock``; zeroing takes out the drift so far),
+    and water evaporates from the beaker at ``evaporation_mg_per_h`` (``mass_g`` is taken to be
+    water: evaporation stops when none is left).
     """
 
     def __init__(
@@ -114,15 +138,26 @@ class SimulatedBalance:
         model: str = "SIM-XS205",
         baud: int | None = 9600,
         sir_rate_hz: float = 10.0,
+        readability_g: float | None = None,
+        drift_g_per_h: float = 0.0,
+        evaporation_mg_per_h: float = 0.0,
     ) -> None:
         if not (noise_g >= 0 and settle_s >= 0 and stable_wait_s >= 0):
             raise ValueError("noise_g, settle_s and stable_wait_s must be non-negative")
+        if not (evaporation_mg_per_h >= 0 and math.isfinite(evaporation_mg_per_h)):
+            raise ValueError(f"evaporation_mg_per_h must be >= 0, got {evaporation_mg_per_h}")
+        if not math.isfinite(drift_g_per_h):
+            raise ValueError(f"drift_g_per_h must be finite, got {drift_g_per_h}")
         if not (sir_rate_hz > 0 and math.isfinite(sir_rate_hz)):
             raise ValueError(f"sir_rate_hz must be positive, got {sir_rate_hz}")
         if not (capacity_g > 0 and math.isfinite(capacity_g)):
             raise ValueError(f"capacity_g must be positive, got {capacity_g}")
         if not 0 <= decimals <= 6:
             raise ValueError(f"decimals must be 0..6, got {decimals}")
+        if readability_g is None:
+            readability_g = 10.0**-decimals
+        else:
+            decimals = readability_decimals(readability_g)
         for name, text in (("serial_number", serial_number), ("model", model)):
             _check_text(name, text)
         self._mass_fn = mass_g
@@ -133,6 +168,12 @@ class SimulatedBalance:
         self.serial_number = serial_number
         self.capacity_g = capacity_g
         self.decimals = decimals
+        self.readability_g = readability_g
+        self.drift_g_per_h = drift_g_per_h
+        self.evaporation_mg_per_h = evaporation_mg_per_h
+        self._powered_on_s = clock()
+        self._evaporated_g = 0.0
+        self._evaporated_until_s = self._powered_on_s
         self.zero_range_g = 0.02 * capacity_g if zero_range_g is None else zero_range_g
         self.stable_wait_s = stable_wait_s
         self.model = model
@@ -140,7 +181,7 @@ class SimulatedBalance:
         self.sir_rate_hz = sir_rate_hz
         self._repeat_next_s: float | None = None  # when the next SIR weight is due (real time)
         self.overrun_bytes = 0
-        self._stability_band_g = max(4 * noise_g, 10.0**-decimals)
+        self._stability_band_g = max(4 * noise_g, readability_g)
         self._zero_g = 0.0
         self._tare_g = 0.0
         self._reference_g: float | None = None
@@ -356,12 +397,16 @@ class SimulatedBalance:
             return format_line("I3", "A", quoted("1.00 simulated"))
         return format_line("I4", "A", quoted(self.serial_number))
 
+    def _shown(self, mass_g: float) -> str:
+        """A mass as the balance prints it: rounded to the readability, in the weight field."""
+        return weight_field(quantise(mass_g, self.readability_g), self.decimals)
+
     def _weight_reply(self, ident: str, *, wait: bool = False) -> bytes:
         status, gross_g = self._weigh(wait=wait)
         if status not in "SD":
             return format_line(ident, status)
         net_g = gross_g - self._zero_g - self._tare_g
-        return format_line(ident, status, weight_field(net_g, self.decimals), "g")
+        return format_line(ident, status, self._shown(net_g), "g")
 
     def _zero_reply(self, ident: str, *, wait: bool) -> bytes:
         status, gross_g = self._weigh(wait=wait)
@@ -377,7 +422,7 @@ class SimulatedBalance:
         if status not in "SD":
             return format_line("T", status)
         self._tare_g = gross_g - self._zero_g
-        return format_line("T", "S", weight_field(self._tare_g, self.decimals), "g")
+        return format_line("T", "S", self._shown(self._tare_g), "g")
 
     def _weigh(self, *, wait: bool) -> tuple[str, float]:
         """Status (``S``, ``D``, ``I``, ``+``, ``-``) and the noisy gross mass in grams."""
@@ -393,6 +438,7 @@ class SimulatedBalance:
         if status is not None:
             return status, 0.0
         gross_g = true_g + (self._rng.gauss(0.0, self.noise_g) if self.noise_g else 0.0)
+        gross_g += self.drift_g_per_h * (self._clock() - self._powered_on_s) / 3600.0
         return ("S" if stable else "D"), gross_g
 
     def _range_status(self, true_g: float) -> str | None:
@@ -405,13 +451,22 @@ class SimulatedBalance:
 
     def _observe(self) -> tuple[float, bool]:
         """Sample the true mass; True when it has not moved beyond noise for settle_s."""
-        true_g = float(self._mass_fn())
         now_s = self._clock()
+        true_g = self._water_left(float(self._mass_fn()), now_s)
         if self._reference_g is None:
             self._reference_g = true_g
         elif abs(true_g - self._reference_g) > self._stability_band_g:
             self._reference_g, self._last_change_s = true_g, now_s
         return true_g, now_s - self._last_change_s >= self.settle_s
+
+    def _water_left(self, supplied_g: float, now_s: float) -> float:
+        """The mass on the pan: what was supplied less the water evaporated up to ``now_s``."""
+        if self.evaporation_mg_per_h > 0:
+            elapsed_h = max(0.0, now_s - self._evaporated_until_s) / 3600.0
+            lost_g = self._evaporated_g + self.evaporation_mg_per_h * elapsed_h / 1000.0
+            self._evaporated_g = min(lost_g, max(supplied_g, 0.0))  # no more than the water
+        self._evaporated_until_s = now_s
+        return supplied_g - self._evaporated_g
 
     def _garbage(self) -> bytes:
         """Line noise: bytes no MT-SICS reply contains, ended by CR LF."""

@@ -30,6 +30,7 @@ from hal.balance import (
 )
 from hal.config import BalanceConfig
 from hal.sim.balance import SimulatedBalance, weight_field
+from tests.manual_clock import ManualClock
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -57,6 +58,23 @@ def make_sim() -> Iterator[Callable[..., SimulatedBalance]]:
     yield make
     for sim in sims:
         sim.close()
+
+
+_open_clients: list[MtSicsBalance] = []
+
+
+def connect_to(sim: SimulatedBalance) -> MtSicsBalance:
+    """A client on ``sim``, closed after the test."""
+    client = MtSicsBalance(sim.port, timeout_s=1.0)
+    _open_clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
 
 
 @pytest.fixture
@@ -286,6 +304,72 @@ def test_dynamic_until_settled_then_stable(make_sim, connect):
     settled = balance.read_stable()
     assert settled == WeightReading(mass_g=1.5, stable=True, unit="g")
     assert time.monotonic() - moved_at > 0.3  # S waited for the load to settle (0.4 s)
+
+
+@pytest.mark.parametrize(
+    ("readability_g", "expected_g", "wire"),
+    [
+        (0.0001, 0.9984, b"S S     0.9984 g\r\n"),  # 0.1 mg
+        (0.001, 0.998, b"S S      0.998 g\r\n"),  # 1 mg
+        (0.0002, 0.9984, b"S S     0.9984 g\r\n"),  # 2 digits of 0.1 mg
+        (0.005, 1.0, b"S S      1.000 g\r\n"),
+    ],
+)
+def test_readings_are_rounded_to_the_readability(make_sim, readability_g, expected_g, wire):
+    sim = make_sim(lambda: 0.99837, readability_g=readability_g)
+    with serial.Serial(sim.port, 9600, timeout=1) as port:
+        port.write(b"S\r\n")
+        assert port.read_until(b"\r\n") == wire
+    balance = connect_to(sim)
+    assert balance.read_stable().mass_g == pytest.approx(expected_g, abs=1e-12)
+
+
+def test_readability_must_be_a_whole_number_of_micrograms():
+    with pytest.raises(ValueError, match="readability_g"):
+        SimulatedBalance(lambda: 0.0, readability_g=0.00000025)
+
+
+def test_zero_drifts_slowly_until_the_balance_is_zeroed(make_sim):
+    clock = ManualClock(100.0)
+    sim = make_sim(lambda: 10.0, clock=clock, drift_g_per_h=0.002)
+    balance = connect_to(sim)
+    assert balance.read_immediate().mass_g == 10.0
+    clock.advance(1800.0)  # half an hour
+    assert balance.read_immediate().mass_g == pytest.approx(10.001, abs=1e-9)
+    clock.advance(3600.0)
+    assert balance.read_stable().mass_g == pytest.approx(10.003, abs=1e-9)
+
+
+def test_zeroing_takes_out_the_drift_so_far(make_sim):
+    clock = ManualClock(100.0)
+    sim = make_sim(lambda: 1.0, clock=clock, drift_g_per_h=-0.004)
+    balance = connect_to(sim)
+    clock.advance(900.0)
+    balance.zero()
+    assert balance.read_stable().mass_g == 0.0
+    clock.advance(900.0)
+    assert balance.read_stable().mass_g == pytest.approx(-0.001, abs=1e-9)
+
+
+def test_water_evaporates_from_the_beaker(make_sim):
+    clock = ManualClock(100.0)
+    pan = Pan(5.0)  # water in the beaker
+    sim = make_sim(pan, clock=clock, evaporation_mg_per_h=6.0)
+    balance = connect_to(sim)
+    assert balance.read_stable().mass_g == 5.0
+    clock.advance(360.0)  # a tenth of an hour: 0.6 mg gone
+    assert balance.read_stable().mass_g == pytest.approx(4.9994, abs=1e-9)
+    pan.mass_g = 6.0  # one more gram pumped in
+    clock.advance(1800.0)
+    assert balance.read_stable().mass_g == pytest.approx(6.0 - 0.0006 - 0.003, abs=1e-9)
+
+
+def test_evaporation_stops_when_the_beaker_is_dry(make_sim):
+    clock = ManualClock(100.0)
+    sim = make_sim(lambda: 0.0001, clock=clock, evaporation_mg_per_h=1.0)
+    balance = connect_to(sim)
+    clock.advance(36000.0)  # ten hours could take 10 mg, but there is only 0.1 mg
+    assert balance.read_stable().mass_g == 0.0
 
 
 def test_stable_read_is_busy_when_the_load_never_settles(make_sim, connect):
