@@ -38,6 +38,13 @@ def test_shipped_default_is_valid_and_gives_the_design_geometry():
         ({"flow_sensor": {"kind": "usb"}}, ["flow_sensor.kind", "'i2c' or 'scc1'"]),
         ({"balance": {"baud": 9601}}, ["balance.baud"]),
         ({"sim": {"initial_fill_ml": 12.0}}, ["initial_fill_ml", "exceeds"]),
+        ({"sim": {"balance_readability_g": 0.0}}, ["sim.balance_readability_g"]),
+        ({"sim": {"balance_readability_g": 2.5e-7}}, ["sim.balance_readability_g"]),
+        ({"sim": {"balance_readability_g": 1.5e-6}}, ["balance_readability_g", "micrograms"]),
+        ({"sim": {"balance_evaporation_mg_per_h": -1.0}}, ["sim.balance_evaporation_mg_per_h"]),
+        ({"sim": {"balance_drift_g_per_h": float("inf")}}, ["sim.balance_drift_g_per_h"]),
+        ({"sim": {"balance_sir_rate_hz": 0.0}}, ["sim.balance_sir_rate_hz"]),
+        ({"sim": {"water_temperature_c": 120.0}}, ["sim.water_temperature_c"]),
         ({"therapy": {"time_compression": 0.5}}, ["therapy.time_compression"]),
     ],
 )
