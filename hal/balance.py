@@ -421,10 +421,12 @@ class MtSicsBalance:
         """
         with self._lock:
             self._refuse_while_streaming("SIR")
-            deadline, _ = self._start("SIR", timeout_s)
+            deadline, unprompted = self._start("SIR", timeout_s)
             first: TimedWeight | BalanceError
             try:
-                reply = self._receive("SIR", ("S",), ("S", "D"), deadline, False)
+                reply = self._receive(
+                    "SIR", ("S",), ("S", "D"), deadline, unprompted, starts_stream=True
+                )
                 first = TimedWeight(self._weight_of("SIR", reply), self._clock())
             except (BalanceOverload, BalanceUnderload) as error:  # streaming, out of range
                 first = error
@@ -623,13 +625,16 @@ class MtSicsBalance:
         statuses: tuple[str, ...],
         deadline: float,
         unprompted: bool,
+        *,
+        starts_stream: bool = False,
     ) -> Reply:
         """The reply to ``command``: the next line with one of its reply identifiers.
 
         Lines that began before the command went out and lines with other identifiers are
         skipped (unprompted output). Weight lines a balance streams look exactly like replies to
         ``S`` and ``SI``; while the balance sends unprompted, those two end the stream (MT-SICS),
-        so their reply is the last weight line before the line falls quiet.
+        so their reply is the last weight line before the line falls quiet. A command that
+        ``starts_stream`` (SIR) takes the first weight line: any of them is a weight of now.
         """
         skipped: list[bytes] = []
         candidate: Reply | None = None
@@ -667,7 +672,7 @@ class MtSicsBalance:
                 skipped.append(line)
                 unprompted, self._unprompted_at = True, time.monotonic()
                 continue
-            if unprompted and reply.ident in STREAM_IDENTS:
+            if unprompted and reply.ident in STREAM_IDENTS and not starts_stream:
                 if reply.status == "D" and "D" not in statuses:
                     skipped.append(line)  # S never answers D: a streamed weight
                     continue

@@ -563,6 +563,16 @@ def test_an_overload_in_the_stream_is_raised_and_the_stream_goes_on(make_sim, co
             pytest.fail("the stream did not recover")
 
 
+def test_continuous_weights_start_on_a_balance_already_streaming(streaming, connect):
+    """Left in SIR by another program: SIR again simply goes on streaming."""
+    line = streaming({b"SIR": [STREAMED]}, cancels=frozenset({b"SI"}), queued_line=True)
+    balance = connect(line.port)
+    time.sleep(0.1)
+    with balance.start_continuous() as weights:
+        assert [weights.read().mass_g for _ in range(5)] == [5.0] * 5
+    assert line.commands == [b"SIR", b"SI"]
+
+
 def test_a_balance_without_sir_refuses_to_stream(scripted, connect):
     line = scripted({})  # every command is answered ES
     balance = connect(line.port)
