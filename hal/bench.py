@@ -198,7 +198,9 @@ def _build_simulated_instruments(
         noise_ul_per_min=sim_config.sensor_noise_ul_per_min,
         offset_ul_per_min=sim_config.sensor_offset_ul_per_min,
         time_constant_s=sim_config.sensor_time_constant_s,
+        temperature_c=sim_config.water_temperature_c,
         air_in_line=physics.air_in_line,
+        air_in_line_since=physics.air_in_line_since,
         seed=sim_config.seed,
     )
     balance = None
@@ -207,6 +209,11 @@ def _build_simulated_instruments(
             physics.outlet_mass_g,
             noise_g=sim_config.balance_noise_g,
             clock=clock,
+            baud=config.balance.baud,
+            sir_rate_hz=sim_config.balance_sir_rate_hz,
+            readability_g=sim_config.balance_readability_g,
+            drift_g_per_h=sim_config.balance_drift_g_per_h,
+            evaporation_mg_per_h=sim_config.balance_evaporation_mg_per_h,
             seed=None if sim_config.seed is None else sim_config.seed + 1,
         )
         balance.start()

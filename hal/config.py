@@ -212,9 +212,30 @@ class SimConfig(StrictModel):
     sensor_offset_ul_per_min: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     sensor_time_constant_s: NonNegativeFloat = 0.05
     balance_noise_g: NonNegativeFloat = 0.00002
+    balance_readability_g: Annotated[float, Field(ge=0.000001, le=1, allow_inf_nan=False)] = 0.00001
+    """Readability d of the simulated balance: readings are rounded to it (0.0001 = 0.1 mg)."""
+    balance_drift_g_per_h: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    """Slow zero drift of the simulated balance (signed), from power-on; zeroing removes it."""
+    balance_evaporation_mg_per_h: NonNegativeFloat = 0.0
+    """Water evaporating from the open beaker on the simulated balance."""
+    balance_sir_rate_hz: Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)] = 10.0
+    """Weights per second the simulated balance sends after SIR (continuous weights)."""
+    water_temperature_c: Annotated[float, Field(gt=0, lt=100, allow_inf_nan=False)] = 20.0
+    """Temperature of the water in the line and the beaker (the flow sensor reports it; a
+    calibration takes the water density from it)."""
     fluid_density_g_per_ml: PositiveFloat = 0.998
     initial_fill_ml: NonNegativeFloat = 20.0
     seed: Annotated[int, Field(strict=True)] | None = None
+
+    @model_validator(mode="after")
+    def _readability_in_micrograms(self) -> SimConfig:
+        micrograms = self.balance_readability_g * 1e6
+        if abs(micrograms - round(micrograms)) > 1e-6:
+            raise ValueError(
+                f"sim.balance_readability_g ({self.balance_readability_g} g) must be a whole "
+                "number of micrograms (at most six decimals), e.g. 0.0001 for 0.1 mg"
+            )
+        return self
 
 
 class HardwareConfig(StrictModel):

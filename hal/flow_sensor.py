@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import serial
 from sensirion_driver_adapters.channel import TxRxChannel
@@ -69,14 +69,26 @@ _I2C_TIMEOUT_IOCTL = 0x0702
 _ABSENT_ERRNOS = {errno.ENXIO, errno.EREMOTEIO, errno.ENODEV, errno.ENOENT, errno.EIO, errno.ENOTTY}
 
 
+Medium = Literal["water", "ipa"]
+"""Calibration a measurement is started with: water (command 0x3608) or isopropyl alcohol
+(0x3615); the SLF3S-0600F has both, with the same flow scale factor."""
+
+MEDIA: tuple[Medium, ...] = get_args(Medium)
+
+
 @dataclass(frozen=True)
 class FlowReading:
-    """One result of the flow sensor: flow through the line, liquid temperature and status flags."""
+    """One result of the flow sensor: flow through the line, liquid temperature and status flags.
+
+    ``air_in_line`` and ``high_flow`` report an event measured at any time since the previous
+    read (the sensor keeps it flagged until read). ``medium`` is the calibration in use.
+    """
 
     flow_ul_per_min: float
     temperature_c: float
     air_in_line: bool
     high_flow: bool
+    medium: Medium = "water"
 
 
 class FlowSensorError(Exception):
@@ -105,8 +117,8 @@ class FlowSensor(Protocol):
     def identify(self) -> tuple[int, int]:
         """``(product_identifier, serial_number)``; the sensor must be idle."""
 
-    def start(self) -> None:
-        """Start continuous measurement with the water calibration."""
+    def start(self, medium: Medium = "water") -> None:
+        """Start continuous measurement with the calibration for ``medium`` (water by default)."""
 
     def read(self) -> FlowReading:
         """Return the latest result; raises a :class:`FlowSensorError` subclass on failure."""
@@ -219,6 +231,7 @@ class Sf06FlowSensor:
         self._lock = threading.Lock()
         self._identified = False
         self._measuring = False
+        self._medium: Medium = "water"
         self._closed = False
 
     @classmethod
@@ -252,25 +265,37 @@ class Sf06FlowSensor:
         """True between a successful :meth:`start` and :meth:`stop`."""
         return self._measuring
 
+    @property
+    def medium(self) -> Medium:
+        """The calibration the last :meth:`start` selected."""
+        return self._medium
+
     def identify(self) -> tuple[int, int]:
         """Read ``(product_identifier, serial_number)``; the sensor must be idle."""
         with self._lock, _typed_errors(self._description, "reading the product identifier"):
             product_id, serial_bytes = self._device.read_product_identifier()
         return int(product_id), int.from_bytes(bytes(serial_bytes), "big")
 
-    def start(self) -> None:
-        """Start continuous measurement calibrated for water (command 0x3608).
+    def start(self, medium: Medium = "water") -> None:
+        """Start continuous measurement calibrated for water (command 0x3608) or, with
+        ``medium="ipa"``, isopropyl alcohol (0x3615).
 
         Any measurement already running (e.g. left over from a crashed process) is stopped first.
         """
+        if medium not in MEDIA:
+            raise ValueError(f"medium {medium!r} is not one of {', '.join(MEDIA)}")
         with self._lock, _typed_errors(self._description, "start"):
             self._device.stop_continuous_measurement()
             self._measuring = False
         if self._check_product and not self._identified:
             self._verify_product()
         with self._lock, _typed_errors(self._description, "start"):
-            self._device.start_h2o_continuous_measurement()
+            if medium == "ipa":
+                self._device.start_ipa_continuous_measurement()
+            else:
+                self._device.start_h2o_continuous_measurement()
             self._measuring = True
+            self._medium = medium
         if self.start_settle_s > 0:
             time.sleep(self.start_settle_s)
 
@@ -284,6 +309,7 @@ class Sf06FlowSensor:
             temperature_c=float(temperature.value),
             air_in_line=bool(signaling.air_in_line_flag),
             high_flow=bool(signaling.high_flow_flag),
+            medium=self._medium,
         )
 
     def stop(self) -> None:
@@ -410,7 +436,7 @@ class AbsentFlowSensor:
     def identify(self) -> tuple[int, int]:
         raise self._absent()
 
-    def start(self) -> None:
+    def start(self, medium: Medium = "water") -> None:
         raise self._absent()
 
     def read(self) -> FlowReading:

@@ -96,6 +96,7 @@ class SimulatedBench:
         self._outlet_ul = 0.0
         self._leaked_ul = 0.0
         self._air_remaining_ul = 0.0
+        self._air_seen_s = -math.inf  # last time air was at the sensor
         self._slip_accumulator = 0.0
         self._seal_loss_ul = 0.0
         self._steps_seen = 0
@@ -173,6 +174,8 @@ class SimulatedBench:
         with self._lock:
             self._advance(self._clock())
             self.faults = BenchFaults()
+            if self._air_remaining_ul > 0:
+                self._air_seen_s = self._now_s
             self._air_remaining_ul = 0.0
 
     def inject_air_bubble(self, volume_ul: float) -> None:
@@ -336,6 +339,7 @@ class SimulatedBench:
         self._outlet_ul += catheter_ul
         self._leaked_ul += outflow_ul - catheter_ul
         if self._air_remaining_ul > 0:
+            self._air_seen_s = now_s  # the bubble was at the sensor during this interval
             self._air_remaining_ul = max(0.0, self._air_remaining_ul - catheter_ul)
 
     # -- what the instruments and tests see ----------------------------------------------------
@@ -359,6 +363,12 @@ class SimulatedBench:
         with self._lock:
             self._now()
             return self._air_remaining_ul > 0
+
+    def air_in_line_since(self, since_s: float) -> bool:
+        """True if an air bubble was at the sensor at any time after *since_s* (clock seconds)."""
+        with self._lock:
+            self._now()
+            return self._air_remaining_ul > 0 or self._air_seen_s > since_s
 
     def outlet_mass_g(self) -> float:
         """Mass of fluid collected in the beaker on the balance."""

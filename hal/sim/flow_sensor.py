@@ -30,10 +30,12 @@ from sensirion_i2c_driver.errors import I2cNackError
 from hal.flow_sensor import (
     SLF3S_0600F_FULL_SCALE_UL_PER_MIN,
     SLF3S_I2C_ADDRESS,
+    Medium,
     sf06_i2c_channel,
 )
 
 CMD_START_H2O_CONTINUOUS = 0x3608
+CMD_START_IPA_CONTINUOUS = 0x3615
 CMD_STOP_CONTINUOUS = 0x3FF9
 CMD_PRODUCT_ID_PREPARE = 0x367C
 CMD_PRODUCT_ID_READ = 0xE102
@@ -48,6 +50,14 @@ FIRST_RESULT_DELAY_S = 0.012
 #: the high-flow flag is set). The raw int16 itself saturates at ±3276.8 µL/min.
 #: Product identifier of an SLF3S-0600F (family 0x070303, revision 0x01).
 SLF3S_0600F_PRODUCT_ID = 0x07030301
+
+START_COMMANDS: dict[int, Medium] = {
+    CMD_START_H2O_CONTINUOUS: "water",
+    CMD_START_IPA_CONTINUOUS: "ipa",
+}
+"""Continuous-measurement start commands of the SLF3S-0600F and the calibration each selects
+(the vendor lists 0x3615, isopropyl alcohol, for the SLF3C/S-1300F, SLF3S-0600F and -4000B).
+The raw flow scale (10 counts per µL/min) is the same for both."""
 
 _INT16_MIN, _INT16_MAX = -0x8000, 0x7FFF
 _FLAG_AIR_IN_LINE = 1 << 0
@@ -102,9 +112,12 @@ class SimulatedSlf3s:
     exactly on the supplied clock assuming the true flow held its present value since the last
     result), plus offset, fault bias and drift and Gaussian noise, quantised to the raw int16
     (10 counts per µL/min) and saturating at the int16 range. The high-flow flag is set beyond
-    ``full_scale_ul_per_min``; the air-in-line flag follows the fault or the bench's
-    ``air_in_line`` callable. Like the real part it NACKs reads until the start command has been
-    received and for 12 ms (of ``clock``) after it.
+    ``full_scale_ul_per_min``; the air-in-line flag follows the fault, the bench's
+    ``air_in_line`` callable, and ``air_in_line_since(t)`` (air passed the sensor after ``t``).
+    Like the part, the sensor keeps an event flagged from the moment it measures it until a read
+    reports it (once): each read, each :meth:`sample` (the sensor measuring between reads) and
+    each change of faults measures. Like the real part it NACKs reads until the start command has
+    been received and for 12 ms (of ``clock``) after it.
     """
 
     def __init__(
@@ -117,6 +130,7 @@ class SimulatedSlf3s:
         time_constant_s: float = 0.05,
         temperature_c: float = 23.0,
         air_in_line: Callable[[], bool] | None = None,
+        air_in_line_since: Callable[[float], bool] | None = None,
         seed: int | None = None,
         full_scale_ul_per_min: float = SLF3S_0600F_FULL_SCALE_UL_PER_MIN,
         address: int = SLF3S_I2C_ADDRESS,
@@ -130,6 +144,7 @@ class SimulatedSlf3s:
         self.time_constant_s = time_constant_s
         self.temperature_c = temperature_c
         self._air_in_line = air_in_line
+        self._air_in_line_since = air_in_line_since
         self._rng = random.Random(seed)
         self.full_scale_ul_per_min = full_scale_ul_per_min
         self.address = address
@@ -144,6 +159,9 @@ class SimulatedSlf3s:
         self._last_update = 0.0
         self._id_prepared = False
         self._id_pending = False
+        self._latched_flags = 0  # events measured since the last read
+        self._medium: Medium | None = None
+        self._measured_at = 0.0  # when the sensor last measured (clock seconds)
 
     @property
     def faults(self) -> SensorFaults:
@@ -151,15 +169,38 @@ class SimulatedSlf3s:
         return self._faults
 
     def set_faults(self, faults: SensorFaults) -> None:
-        """Inject ``faults`` from now on; drift starts growing at this moment."""
+        """Inject ``faults`` from now on; drift starts growing at this moment.
+
+        What the old faults caused (air in line) stays flagged until the next read.
+        """
         with self._lock:
+            if self._measuring:
+                self._measure()
             self._faults = faults
             self._faults_set_at = self._clock()
+
+    def sample(self) -> None:
+        """Measure now without a read, as the sensor does continuously on its own.
+
+        An air-in-line or high-flow event measured now stays flagged until the next read.
+        """
+        with self._lock:
+            if self._measuring and self._first_result_ready():
+                self._measure()
 
     @property
     def is_measuring(self) -> bool:
         """True between the start and stop commands."""
         return self._measuring
+
+    @property
+    def medium(self) -> Medium | None:
+        """The calibration the measurement was started with (None while idle).
+
+        The model measures the bench's flow the same way for either: the liquid on the bench is
+        what the operator chose the calibration for.
+        """
+        return self._medium if self._measuring else None
 
     # I2C target: what the sensor does on the bus ------------------------------------------------
 
@@ -200,13 +241,16 @@ class SimulatedSlf3s:
                 return False  # only stop is accepted while measuring
             self._measuring = False
             return True
-        if command == CMD_START_H2O_CONTINUOUS:
+        if command in START_COMMANDS:
             now = self._clock()
+            self._medium = START_COMMANDS[command]
             self._measuring = True
             self._started_at = now
             self._last_update = now
             self._lagged_flow_ul_per_min = float(self._true_flow())
             self._id_prepared = False
+            self._latched_flags = 0
+            self._measured_at = now
             return True
         if command == CMD_STOP_CONTINUOUS:
             return True
@@ -218,7 +262,11 @@ class SimulatedSlf3s:
             return True
         return False
 
-    def _measurement_payload(self) -> bytes:
+    def _measure(self, *, noise: bool = False) -> float:
+        """Update the model to now, latch the events it shows, and return the measured flow.
+
+        Only a read draws noise, so sampling between reads leaves a seeded sequence unchanged.
+        """
         now = self._clock()
         true_flow = float(self._true_flow())
         dt = max(0.0, now - self._last_update)
@@ -232,12 +280,27 @@ class SimulatedSlf3s:
             + self.offset_ul_per_min
             + faults.bias_ul_per_min
             + faults.drift_ul_per_min_per_s * (now - self._faults_set_at)
-            + self._rng.gauss(0.0, self.noise_ul_per_min)
         )
-        air = faults.air_in_line or (self._air_in_line is not None and bool(self._air_in_line()))
-        flags = (_FLAG_AIR_IN_LINE if air else 0) | (
-            _FLAG_HIGH_FLOW if abs(flow) > self.full_scale_ul_per_min else 0
+        if noise:
+            flow += self._rng.gauss(0.0, self.noise_ul_per_min)
+        air = (
+            faults.air_in_line
+            or (self._air_in_line is not None and bool(self._air_in_line()))
+            or (
+                self._air_in_line_since is not None
+                and bool(self._air_in_line_since(self._measured_at))
+            )
         )
+        if air:
+            self._latched_flags |= _FLAG_AIR_IN_LINE
+        if abs(flow) > self.full_scale_ul_per_min:
+            self._latched_flags |= _FLAG_HIGH_FLOW
+        self._measured_at = now
+        return flow
+
+    def _measurement_payload(self) -> bytes:
+        flow = self._measure(noise=True)
+        flags, self._latched_flags = self._latched_flags, 0  # reported: cleared
         raw_flow = _clamp_int16(flow * FLOW_COUNTS_PER_UL_PER_MIN)
         raw_temperature = _clamp_int16(self.temperature_c * TEMPERATURE_COUNTS_PER_C)
         return struct.pack(">hhH", raw_flow, raw_temperature, flags)

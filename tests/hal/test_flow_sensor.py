@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sensirion_i2c_sf06_lf import Sf06LfDevice
 
 from hal.config import FlowSensorConfig
 from hal.flow_sensor import (
@@ -71,6 +72,48 @@ def test_constant_flow_reads_back_in_physical_units() -> None:
     assert sensor.is_measuring
 
 
+def test_the_0600f_accepts_the_ipa_start_command_and_records_the_medium() -> None:
+    """Command 0x3615 starts the IPA calibration, which the SLF3S-0600F supports."""
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
+    vendor = Sf06LfDevice(sim_i2c_channel(device))
+
+    vendor.start_ipa_continuous_measurement()
+    clock.advance(0.012)
+
+    assert device.is_measuring
+    assert device.medium == "ipa"
+    flow, _temperature, _flags = vendor.read_measurement_data(Sf06FlowSensor.FLOW_SCALE)
+    assert flow.value == pytest.approx(25.0, abs=0.1)  # same scale factor (10 per µL/min)
+    vendor.stop_continuous_measurement()
+    assert device.medium is None
+
+
+@pytest.mark.parametrize("medium", ["water", "ipa"])
+def test_the_driver_starts_either_calibration_and_reports_it(medium: str) -> None:
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 25.0, clock=clock, noise_ul_per_min=0.0)
+    sensor = Sf06FlowSensor(sim_i2c_channel(device))
+
+    sensor.start(medium=medium)
+    clock.advance(0.012)
+    reading = sensor.read()
+
+    assert device.medium == sensor.medium == reading.medium == medium
+    assert reading.flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+    sensor.start()  # water, the default, after a restart
+    assert device.medium == sensor.medium == "water"
+
+
+def test_an_unknown_medium_is_refused_before_anything_is_sent() -> None:
+    device = SimulatedSlf3s(lambda: 25.0)
+    sensor = Sf06FlowSensor(sim_i2c_channel(device))
+
+    with pytest.raises(ValueError, match=r"'oil'.*water, ipa"):
+        sensor.start(medium="oil")  # type: ignore[arg-type]
+    assert not device.is_measuring
+
+
 def test_identify_returns_product_and_serial_number() -> None:
     device = SimulatedSlf3s(lambda: 0.0, serial_number=0x1122334455667788)
     sensor = Sf06FlowSensor(sim_i2c_channel(device))
@@ -127,6 +170,39 @@ def test_temperature_and_air_in_line_flag_are_decoded() -> None:
 
     assert first.temperature_c == pytest.approx(37.5, abs=0.005)
     assert (first.air_in_line, second.air_in_line, third.air_in_line) == (False, True, True)
+
+
+def test_an_air_fault_between_reads_stays_flagged_until_a_read_reports_it() -> None:
+    """The sensor keeps an event flagged until it is read, even when the cause is gone."""
+    clock = ManualClock(1000.0)
+    device = SimulatedSlf3s(lambda: 10.0, clock=clock, noise_ul_per_min=0.0)
+    sensor = started(device, clock)
+    assert sensor.read().air_in_line is False
+
+    device.set_faults(SensorFaults(air_in_line=True))
+    clock.advance(0.5)
+    device.set_faults(SensorFaults())  # the bubble has gone by before the next read
+
+    assert sensor.read().air_in_line is True
+    assert sensor.read().air_in_line is False  # reported once, then cleared
+
+
+def test_high_flow_between_reads_stays_flagged_until_a_read_reports_it() -> None:
+    clock = ManualClock(1000.0)
+    flow = Flow(25.0)
+    device = SimulatedSlf3s(flow, clock=clock, noise_ul_per_min=0.0, time_constant_s=0.0)
+    sensor = started(device, clock)
+    assert sensor.read().high_flow is False
+
+    flow.ul_per_min = 4000.0  # a surge beyond full scale, measured by the sensor on its own
+    clock.advance(0.01)
+    device.sample()
+    flow.ul_per_min = 25.0
+    clock.advance(0.01)
+
+    first, second = sensor.read(), sensor.read()
+    assert first.flow_ul_per_min == pytest.approx(25.0, abs=0.1)
+    assert (first.high_flow, second.high_flow) == (True, False)
 
 
 @pytest.mark.parametrize(
