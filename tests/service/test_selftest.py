@@ -127,7 +127,8 @@ def test_a_silent_balance_fails_on_its_timeout(rig):
     bench.sim.balance.fault = "silent"
     report = selftest()
     assert failed_names(report) == ["balance"]
-    assert "no complete reply to command 'I1'" in by_name(report)["balance"].detail
+    detail = by_name(report)["balance"].detail
+    assert "command 'I1'" in detail and "no complete reply" in detail
 
 
 def test_a_balance_that_could_not_be_opened_is_named_and_a_missing_one_is_skipped(rig):
