@@ -83,8 +83,7 @@ def reservoir_contents(status: dict[str, Any]) -> str:
         return DASH
     text = f"holds {number(actual, 0, 'µg/mL')}"
     if reservoir.get("concentration_mismatch"):
-        programmed = number(reservoir.get("programmed_concentration_ug_per_ml"), 0, "µg/mL")
-        text += f"  ≠ program {programmed}"
+        text += f", not {number(reservoir.get('programmed_concentration_ug_per_ml'), 0)}"
     return text
 
 

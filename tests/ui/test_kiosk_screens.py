@@ -243,3 +243,24 @@ class _StatusHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *_args: object) -> None:
         pass
+
+
+def test_home_shows_the_real_contents_the_dose_to_the_patient_and_the_effective_clock(kiosk, drive):
+    status = {
+        **STATUS,
+        "clock": {"time_compression_nominal": 1440.0, "time_compression_effective": 480.0},
+        "reservoir": {
+            "concentration_ug_per_ml": 2000.0,
+            "programmed_concentration_ug_per_ml": 500.0,
+            "concentration_mismatch": True,
+        },
+        "delivered": {"patient_ug": 961.5},
+    }
+    kiosk.ctl._got_status(status)
+    drive.pump(2)
+    home = kiosk.manager.get_screen("home")
+    assert home.ids.contents.text == "holds 2,000 µg/mL, not 500"
+    assert tuple(home.ids.contents.color) == pytest.approx((1, 0.84, 0, 1))
+    assert home.ids.patient_dose.text == "to patient 961.5 µg in all"
+    assert "×1440" in home.ids.compression.text and "now ×480" in home.ids.compression.text
+    drive.screenshot("home-wrong-concentration")
