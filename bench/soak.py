@@ -169,7 +169,7 @@ def main() -> int:
     wall_s = time.perf_counter() - started
 
     print(f"Soak: {args.minutes:g} bench minutes at x1440 nominal, then 8 faults "
-          f"({wall_s:.0f} s of CPU on the virtual clock)\n")  # fmt: skip
+          f"({wall_s:.0f} s wall on the virtual clock)\n")  # fmt: skip
     print("| phase | bench s | boluses granted | books − motor (steps) | alarms |")
     print("|---|---|---|---|---|")
     for phase in soak.phases:
