@@ -48,6 +48,7 @@ class AlarmCode(StrEnum):
     REFILL_DISCREPANCY = "refill_discrepancy"
     PLUNGER_AT_END = "plunger_at_end"
     LIMIT_SWITCH = "limit_switch"
+    STORAGE_FAILURE = "storage_failure"
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,14 @@ _ENTRIES = [
         AlarmCode.LIMIT_SWITCH, _H, "Limit switch",
         "A limit switch is in an unexpected state.",
         "Delivery stopped; check the switches and the plunger position.",
+        stops_delivery=True,
+    ),
+    AlarmSpec(
+        AlarmCode.STORAGE_FAILURE, _H, "Storage failure",
+        "The books cannot be written (disk full, read-only or failing): nothing can be recorded, "
+        "so delivery was stopped and changes are refused.",
+        "Free space or replace the storage; once the books can be written again, acknowledge "
+        "and restart delivery.",
         stops_delivery=True,
     ),
 ]  # fmt: skip
