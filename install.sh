@@ -85,9 +85,11 @@ install_pi_service() {
   ((EUID == 0)) || sudo=(sudo)
   local user=${SUDO_USER:-$(id -un)}
   say "installing the systemd units (service user $user)"
+  # Config and books are the service user's alone (0600 files, 0700 books directory).
   "${sudo[@]}" install -d -m 755 /etc/itbrig
-  "${sudo[@]}" install -d -m 750 -o "$user" /var/lib/itbrig
-  [[ -e /etc/itbrig/rig.toml ]] || "${sudo[@]}" install -m 644 rig/rig.toml /etc/itbrig/rig.toml
+  "${sudo[@]}" install -d -m 700 -o "$user" /var/lib/itbrig
+  [[ -e /etc/itbrig/rig.toml ]] ||
+    "${sudo[@]}" install -m 600 -o "$user" rig/rig.toml /etc/itbrig/rig.toml
   for unit in systemd/itbrig.service systemd/itbrig-kiosk.service; do
     sed -e "s|@VENV@|$VENV|g" -e "s|@PROJECT@|$PROJECT_DIR|g" -e "s|@USER@|$user|g" "$unit" \
       | "${sudo[@]}" tee "/etc/systemd/system/$(basename "$unit")" >/dev/null
