@@ -48,6 +48,7 @@ class PendingRecords:
         self._limit = limit
         self._queue: deque[PendingRecord] = deque()
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
         self.dropped = 0
         self.written_late = 0
 
@@ -60,20 +61,23 @@ class PendingRecords:
     def write(self, what: str, write: Callable[[], object]) -> bool:
         """Write now (True), or queue behind earlier records that are still waiting (False).
 
-        Inside a transaction of the books a :class:`StorageError` is raised, not queued.
+        Inside a transaction of the books a :class:`StorageError` is raised, not queued. No lock
+        of this object is held while the books are written (a thread inside a transaction of
+        the books may be waiting for this one).
         """
         with self._lock:
             if self._queue:
                 self._keep(PendingRecord(what, write))
                 return False
-            try:
-                write()
-                return True
-            except StorageError as error:
-                if self._store.in_transaction:
-                    raise
+        try:
+            write()
+            return True
+        except StorageError as error:
+            if self._store.in_transaction:
+                raise
+            with self._lock:
                 self._keep(PendingRecord(what, write))
-                failure = error
+            failure = error
         log.error("books: cannot %s: %s (kept to write later)", what, failure)
         if self.on_failure is not None:
             self.on_failure(failure)
@@ -87,13 +91,16 @@ class PendingRecords:
 
     def flush(self) -> bool:
         """Write every waiting record, oldest first; True once none is left."""
-        with self._lock:
-            while self._queue:
-                record = self._queue[0]
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        return True
+                    record = self._queue[0]
                 try:
                     record.write()
                 except StorageError:
                     return False
-                self._queue.popleft()
-                self.written_late += 1
-            return True
+                with self._lock:
+                    self._queue.popleft()
+                    self.written_late += 1
