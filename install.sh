@@ -239,9 +239,10 @@ install_pi_system() {
   say "setting up the Pi for the rig (service user $user)"
   add_to_groups "$user"
   put_dir "$ROOT/etc/itbrig" 755
-  put_dir "$ROOT/var/lib/itbrig" 750 "$user"
+  # Config and books are the service user's alone (0600 file, 0700 books directory).
+  put_dir "$ROOT/var/lib/itbrig" 700 "$user"
   if [[ ! -e "$CONFIG" ]]; then
-    as_root install -m 644 rig/rig.toml "$CONFIG"
+    as_root install -m 600 -o "$user" rig/rig.toml "$CONFIG"
     say "wrote /etc/itbrig/rig.toml (the shipped defaults; edit it for this bench)"
   fi
   "$VENV/bin/itbrig" config check "$CONFIG" >/dev/null \

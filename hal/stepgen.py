@@ -216,6 +216,8 @@ class SoftwareStepGenerator:
         self._withdrawn = 0
         self._withdrawing = False
         self.lateness_s: list[float] | None = [] if record_lateness else None
+        self.max_lateness_s = 0.0
+        """The latest step (actual − deadline) since the start or :meth:`reset_lateness`."""
         self.heartbeat_s = clock()
         self._thread: threading.Thread | None = None
 
@@ -253,6 +255,10 @@ class SoftwareStepGenerator:
     def ideal_steps(self) -> float:
         with self._lock:
             return self._schedule.ideal_steps(self._clock()) - self._withdrawn
+
+    def reset_lateness(self) -> None:
+        """Start :attr:`max_lateness_s` afresh."""
+        self.max_lateness_s = 0.0
 
     def set_rate(self, steps_per_s: float) -> None:
         """Infuse at *steps_per_s* from now on (0 pauses, keeping the partial step)."""
@@ -353,8 +359,11 @@ class SoftwareStepGenerator:
         schedule.steps_issued += 1
         if self._withdrawing:
             self._withdrawn += 1
+        late_s = now_s - deadline_s
+        if late_s > self.max_lateness_s:
+            self.max_lateness_s = late_s
         if self.lateness_s is not None:
-            self.lateness_s.append(now_s - deadline_s)
+            self.lateness_s.append(late_s)
         if schedule.target_steps is not None and schedule.steps_issued >= schedule.target_steps:
             schedule.stop(now_s)
             self._withdrawing = False

@@ -90,7 +90,16 @@ def home_texts(status: dict[str, Any]) -> dict[str, str]:
         "low_at": f"Low alarm {when(reservoir.get('low_alarm_at'))}",
         "empty_at": f"Empty {when(reservoir.get('empty_at'))}",
         "battery": battery_text(battery),
+        "security": security_text(status),
     }
+
+
+def security_text(status: dict[str, Any]) -> str:
+    """The Home screen's warning while a role still has its factory PIN (else empty)."""
+    factory = (status.get("security") or {}).get("factory_pins") or []
+    if not factory:
+        return ""
+    return f"Factory PIN in use: {', '.join(factory)}. Change it: itbrig pin change --role ROLE"
 
 
 def reservoir_fraction(status: dict[str, Any]) -> tuple[float, float]:

@@ -152,21 +152,26 @@ class SimulatedBench:
 
     # -- faults -------------------------------------------------------------------------------
 
+    def check_faults(self, **changes: object) -> BenchFaults:
+        """The fault settings *changes* would give, checked as a whole; nothing is applied."""
+        try:
+            faults = BenchFaults.model_validate({**self.faults.model_dump(), **changes})
+        except ValidationError as error:
+            raise ValueError(str(error)) from None
+        if faults.driver_microstepping is not None:
+            allowed = MICROSTEP_TABLES[self._config.drive.driver]
+            if faults.driver_microstepping not in allowed:
+                raise ValueError(
+                    f"driver_microstepping must be one of {sorted(allowed)} "
+                    f"for the {self._config.drive.driver}"
+                )
+        return faults
+
     def inject(self, **changes: object) -> BenchFaults:
         """Change fault settings (validated as a whole; nothing changes if any value is bad)."""
         with self._lock:
             self._advance(self._clock())
-            try:
-                faults = BenchFaults.model_validate({**self.faults.model_dump(), **changes})
-            except ValidationError as error:
-                raise ValueError(str(error)) from None
-            if faults.driver_microstepping is not None:
-                allowed = MICROSTEP_TABLES[self._config.drive.driver]
-                if faults.driver_microstepping not in allowed:
-                    raise ValueError(
-                        f"driver_microstepping must be one of {sorted(allowed)} "
-                        f"for the {self._config.drive.driver}"
-                    )
+            faults = self.check_faults(**changes)
             self.faults = faults
             return faults
 

@@ -2,7 +2,8 @@
 
 Every command takes ``--url`` (default ``$ITBRIG_URL`` or http://127.0.0.1:8470) and ``--json``
 (print the service's answer as JSON). Commands that change state log in first with ``--role`` and
-``--pin`` (or ``$ITBRIG_ROLE`` / ``$ITBRIG_PIN``).
+``--pin`` (or ``$ITBRIG_ROLE`` / ``$ITBRIG_PIN``). ``itbrig pin change --role R`` asks for PINs on
+the terminal (never as options, which ``ps`` would show).
 """
 
 from __future__ import annotations
@@ -238,6 +239,44 @@ def cmd_refill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NEW_PIN_ENV = "ITBRIG_NEW_PIN"
+
+
+def _ask_pin(prompt: str) -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        raise InputError(f"{prompt}: no terminal to ask on (set ${NEW_PIN_ENV} for scripts)")
+    return getpass.getpass(f"{prompt}: ")
+
+
+def cmd_pin_change(args: argparse.Namespace) -> int:
+    """A role's new PIN: the role itself with its current PIN, or the engineer (``--by``)."""
+    role = args.role
+    if role is None:
+        raise InputError("--role: name the role whose PIN changes (trainee, clinician, engineer)")
+    by = args.by or role
+    current = args.pin or os.environ.get("ITBRIG_PIN") or _ask_pin(f"current {by} PIN")
+    new_pin = os.environ.get(NEW_PIN_ENV)
+    if new_pin is None:
+        new_pin = _ask_pin(f"new {role} PIN (4 to 8 digits)")
+        if _ask_pin(f"new {role} PIN again") != new_pin:
+            raise InputError("new PIN: the two entries differ; nothing was changed")
+    body = {"new_pin": new_pin}
+    if by == role:
+        body["old_pin"] = current
+    with RigClient(args.url) as client:
+        client.login(by, current)
+        reply = client.request("PUT", f"/api/pins/{role}", json=body)
+
+    def text(r: dict[str, Any]) -> str:
+        warning = r["security"]["warning"]
+        return f"PIN of {r['role']} changed" + (f"\nWARNING: {warning}" if warning else "")
+
+    _print(args, reply, text)
+    return EXIT_OK
+
+
 def run_client_command(handler: Callable[[argparse.Namespace], int]):
     """Wrap a client command: unreachable service → exit 1, rejected request → exit 2."""
 
@@ -294,6 +333,18 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     refill.add_argument("step", choices=("aspirate", "withdrawn", "fill"))
     refill.add_argument("volume_ml", type=float, nargs="?", help="mL (withdrawn and fill steps)")
     refill.add_argument("--concentration", type=float, default=None, help="µg/mL (fill step)")
+    pin = subparsers.add_parser("pin", help="PINs of the roles")
+    pin_sub = pin.add_subparsers(dest="pin_command", required=True)
+    change = add(
+        "change", cmd_pin_change,
+        "change a role's PIN (--role R; asks for the current and the new PIN, or reads "
+        f"$ITBRIG_PIN and ${NEW_PIN_ENV})",
+        pin_sub,
+    )  # fmt: skip
+    change.add_argument(
+        "--by", choices=("engineer",), default=None,
+        help="set it as the engineer (the engineer's PIN instead of the role's current one)",
+    )  # fmt: skip
     events = add("events", cmd_events, "show the event log")
     events.add_argument("--since-id", type=int, default=None)
     events.add_argument("--kind", default=None)

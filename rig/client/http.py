@@ -25,23 +25,26 @@ class ServiceRejected(RuntimeError):
         super().__init__(f"HTTP {status_code}: {describe_detail(detail)}")
 
 
+def describe_problem(problem: Any) -> str:
+    """One problem of an error answer as ``field: message (allowed: ...)``."""
+    if not isinstance(problem, dict):
+        return str(problem)
+    if "message" in problem:  # the service's one error shape: field, message, allowed
+        field = problem.get("field")
+        line = f"{field}: {problem['message']}" if field else str(problem["message"])
+        allowed = problem.get("allowed")
+        return f"{line} (allowed: {allowed})" if allowed else line
+    location = ".".join(str(p) for p in problem.get("loc", []) if p != "body")  # older services
+    message = str(problem.get("msg", problem))
+    return f"{location}: {message}" if location else message
+
+
 def describe_detail(detail: Any) -> str:
-    """FastAPI error details as readable lines (``field: message``)."""
+    """An error answer's ``detail`` as readable lines, one per problem."""
     if isinstance(detail, list):
-        lines = []
-        for problem in detail:
-            if isinstance(problem, dict):
-                location = ".".join(str(p) for p in problem.get("loc", []) if p != "body")
-                lines.append(
-                    f"{location}: {problem.get('msg', problem)}"
-                    if location
-                    else str(problem.get("msg", problem))
-                )
-            else:
-                lines.append(str(problem))
-        return "\n".join(lines)
+        return "\n".join(describe_problem(problem) for problem in detail)
     if isinstance(detail, dict):
-        return str(detail.get("message", detail))
+        return describe_problem(detail)
     return str(detail)
 
 

@@ -34,6 +34,14 @@ def describe_validation_error(error: ValidationError, source: str = "") -> str:
     return "\n".join(lines)
 
 
+def whole_number(value: object) -> object:
+    """A float with no fractional part (``2.0``) as the integer it is, as JSON Schema counts it;
+    anything else unchanged, for the strict validation that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class StrictModel(BaseModel):
     """Base of every model of user input: unknown keys are errors, values are not coerced."""
 

@@ -14,13 +14,16 @@ priority sounds at once. Alarms can never be disabled.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rig.service.books import RigStore
+from rig.service.books import AlarmStateError, RigStore, StorageError, iso_utc, utc_now
+from rig.service.records import PendingRecords
 from rig.therapy.alarms import SIGNALS, AlarmPriority, AlarmSpec, alarm_spec, highest_priority
 
 MAX_SILENCE_S = 120.0
@@ -50,13 +53,41 @@ class Led(Protocol):
 
 @dataclass
 class _Active:
-    alarm_id: int
+    """An active alarm as the manager knows it, on the books or not (yet)."""
+
     spec: AlarmSpec
     condition_present: bool
+    message: str
+    raised_at_utc: str
+    alarm_id: int | None = None
+    """The books' id; None while the books could not be written."""
+    acknowledged: bool = False
+
+
+@dataclass(frozen=True)
+class AlarmCheckpoint:
+    """The manager's state before a change that may yet be rolled back."""
+
+    active: dict[str, _Active]
+    silenced_until: float
+    sounded_priority: AlarmPriority | None
+    last_burst_at: float
+
+
+def raise_storage_pending() -> None:
+    raise StorageError(
+        "cannot record this: earlier alarms are still waiting to be written to the books",
+        kind="pending",
+    )
 
 
 class AlarmManager:
-    """Active alarms in memory, mirrored in the store; outputs on the buzzer and the LED."""
+    """Active alarms in memory, mirrored in the books; outputs on the buzzer and the LED.
+
+    Fail safe before writing: a new alarm that stops delivery stops it first, then sounds and
+    shows, and only then is recorded; when the books cannot be written the record waits in
+    *records* (:class:`PendingRecords`) and the alarm is annunciated all the same.
+    """
 
     def __init__(
         self,
@@ -66,12 +97,14 @@ class AlarmManager:
         *,
         on_stop_delivery: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        records: PendingRecords | None = None,
     ) -> None:
         self._store = store
         self._buzzer = buzzer
         self._led = led
         self._on_stop_delivery = on_stop_delivery
         self._clock = clock
+        self.records = records if records is not None else PendingRecords(store)
         self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
         self._silenced_until = 0.0
@@ -81,32 +114,56 @@ class AlarmManager:
         self.idle_led: tuple[str, float | None] = ("blue", None)
         for row in store.active_alarms():
             # After a restart the conditions are unknown: keep the alarms until acknowledged.
-            self._active[row["code"]] = _Active(row["id"], alarm_spec(row["code"]), False)
+            self._active[row["code"]] = _Active(
+                alarm_spec(row["code"]),
+                False,
+                row["message"],
+                row["raised_at_utc"],
+                alarm_id=row["id"],
+                acknowledged=row["acknowledged_at_utc"] is not None,
+            )
 
     # -- conditions ---------------------------------------------------------------------------
 
     def raise_condition(self, code: str, message: str, *, patient_s: float | None = None) -> bool:
-        """Condition *code* is present; raise its alarm if it is not active. True if new."""
+        """Condition *code* is present; raise its alarm if it is not active. True if new.
+
+        In this order: delivery stopped (if the alarm stops it), alarm sounded and shown, alarm
+        recorded (or kept to record once the books can be written).
+        """
         spec = alarm_spec(code)
         with self._lock:
             active = self._active.get(code)
             if active is not None:
                 active.condition_present = True
                 return False
-            alarm_id = self._store.raise_alarm(
-                code, spec.priority.value, message, patient_s=patient_s
-            )
+        if spec.stops_delivery:
+            self._on_stop_delivery(code)
+        entry = _Active(spec, True, message, iso_utc(utc_now()))
+        with self._lock:
+            if code in self._active:  # raised by another thread meanwhile
+                self._active[code].condition_present = True
+                return False
             if spec.latched:
-                self._active[code] = _Active(alarm_id, spec, True)
+                self._active[code] = entry
             else:
-                self._store.clear_alarm(alarm_id, patient_s=patient_s)
                 self._buzzer.burst(TONE_HZ[spec.priority], spec.signal.burst_pulses)
             self._sounded_priority = None  # a new alarm sounds at once
             if self._silenced_until and spec.priority == AlarmPriority.HIGH:
                 self._silenced_until = 0.0
-        if spec.stops_delivery:
-            self._on_stop_delivery(code)
+        self.tick()
+        self.records.write(f"record the {code} alarm", lambda: self._book_raise(entry, patient_s))
         return True
+
+    def _book_raise(self, entry: _Active, patient_s: float | None) -> None:
+        code = entry.spec.code.value
+        with self._store.transaction(f"record the {code} alarm"):
+            alarm_id = self._store.raise_alarm(
+                code, entry.spec.priority.value, entry.message, patient_s=patient_s
+            )
+            if not entry.spec.latched:
+                self._store.clear_alarm(alarm_id, patient_s=patient_s)
+        entry.alarm_id = alarm_id
 
     def condition_gone(self, code: str, *, patient_s: float | None = None) -> None:
         """Condition *code* has gone: the alarm clears now if acknowledged, else on ack."""
@@ -115,19 +172,18 @@ class AlarmManager:
             if active is None:
                 return
             active.condition_present = False
-            row = self._store_row(active.alarm_id)
-            if row is not None and row.get("acknowledged_at_utc"):
-                self._clear(code, patient_s=patient_s)
+            if not active.acknowledged:
+                return
+            del self._active[code]
+        self.records.write(
+            f"record the {code} alarm cleared", lambda: self._book_clear(active, None, patient_s)
+        )
 
-    def _store_row(self, alarm_id: int) -> dict[str, Any] | None:
-        for row in self._store.active_alarms():
-            if row["id"] == alarm_id:
-                return row
-        return None
-
-    def _clear(self, code: str, *, role: str | None = None, patient_s: float | None = None) -> None:
-        active = self._active.pop(code)
-        self._store.clear_alarm(active.alarm_id, role=role, patient_s=patient_s)
+    def _book_clear(self, entry: _Active, role: str | None, patient_s: float | None) -> None:
+        if entry.alarm_id is None:  # its raise could not be kept: nothing to clear
+            return
+        with contextlib.suppress(AlarmStateError):  # already cleared (a retried write)
+            self._store.clear_alarm(entry.alarm_id, role=role, patient_s=patient_s)
 
     # -- people -------------------------------------------------------------------------------
 
@@ -136,36 +192,76 @@ class AlarmManager:
     ) -> list[int]:
         """Acknowledge one alarm (or all when *alarm_id* is None); returns the ids acknowledged.
 
-        Raises KeyError for an id that is not active.
+        Written first (one transaction), applied once written. Raises KeyError for an id that is
+        not active, StorageError when the books cannot take it (nothing is then applied).
         """
         with self._lock:
             targets = [
                 (code, active)
                 for code, active in self._active.items()
-                if alarm_id is None or active.alarm_id == alarm_id
+                if alarm_id is None or (active.alarm_id == alarm_id and alarm_id is not None)
             ]
             if alarm_id is not None and not targets:
                 raise KeyError(alarm_id)
+            self._require_on_books([active for _code, active in targets])
+            with self._store.transaction("record the acknowledgement"):
+                for _code, active in targets:
+                    assert active.alarm_id is not None
+                    self._store.acknowledge_alarm(active.alarm_id, role=role, patient_s=patient_s)
+                    if not active.condition_present:
+                        self._store.clear_alarm(active.alarm_id, role=role, patient_s=patient_s)
             for code, active in targets:
-                self._store.acknowledge_alarm(active.alarm_id, role=role, patient_s=patient_s)
+                active.acknowledged = True
                 if not active.condition_present:
-                    self._clear(code, role=role, patient_s=patient_s)
-            return [active.alarm_id for _, active in targets]
+                    del self._active[code]
+            return [active.alarm_id for _, active in targets if active.alarm_id is not None]
+
+    def _require_on_books(self, entries: list[_Active]) -> None:
+        """Alarms not yet on the books get there first (StorageError if they cannot)."""
+        if any(entry.alarm_id is None for entry in entries) and not self.records.flush():
+            raise_storage_pending()
 
     def silence(
         self, duration_s: float = MAX_SILENCE_S, *, role: str, patient_s: float | None = None
     ) -> float:
-        """Pause the sound for *duration_s* (at most 2 min); returns the seconds granted."""
+        """Pause the sound for *duration_s* (at most 2 min); returns the seconds granted.
+
+        Written first, applied once written (StorageError: nothing applied)."""
         if not 0 < duration_s <= MAX_SILENCE_S:
             raise ValueError(f"silence duration must be 0 < s <= {MAX_SILENCE_S:g} s")
         with self._lock:
-            for active in self._active.values():
-                self._store.silence_alarm(
-                    active.alarm_id, duration_s, role=role, patient_s=patient_s
-                )
+            actives = list(self._active.values())
+            self._require_on_books(actives)
+            with self._store.transaction("record the silence"):
+                for active in actives:
+                    assert active.alarm_id is not None
+                    self._store.silence_alarm(
+                        active.alarm_id, duration_s, role=role, patient_s=patient_s
+                    )
             self._silenced_until = self._clock() + duration_s
             self._buzzer.silence()
             return duration_s
+
+    # -- rollback -------------------------------------------------------------------------------
+
+    def checkpoint(self) -> AlarmCheckpoint:
+        """The state now, for :meth:`rollback` if a change cannot be written."""
+        with self._lock:
+            return AlarmCheckpoint(
+                {code: dataclasses.replace(active) for code, active in self._active.items()},
+                self._silenced_until,
+                self._sounded_priority,
+                self._last_burst_at,
+            )
+
+    def rollback(self, checkpoint: AlarmCheckpoint) -> None:
+        with self._lock:
+            self._active = {
+                code: dataclasses.replace(active) for code, active in checkpoint.active.items()
+            }
+            self._silenced_until = checkpoint.silenced_until
+            self._sounded_priority = checkpoint.sounded_priority
+            self._last_burst_at = checkpoint.last_burst_at
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -186,6 +282,32 @@ class AlarmManager:
         with self._lock:
             active = self._active.get(code)
             return bool(active and active.condition_present)
+
+    def active_alarms(self) -> list[dict[str, Any]]:
+        """Active alarms, highest priority first, then oldest first: what a display shows.
+
+        ``id`` is None for an alarm the books could not take yet (``on_books`` False).
+        """
+        with self._lock:
+            entries = sorted(
+                self._active.items(),
+                key=lambda item: (-item[1].spec.priority.rank, item[1].raised_at_utc),
+            )
+            return [
+                {
+                    "id": active.alarm_id,
+                    "code": code,
+                    "priority": active.spec.priority.value,
+                    "title": active.spec.title,
+                    "message": active.message,
+                    "action": active.spec.action,
+                    "raised_at": active.raised_at_utc,
+                    "acknowledged": active.acknowledged,
+                    "condition_present": active.condition_present,
+                    "on_books": active.alarm_id is not None,
+                }
+                for code, active in entries
+            ]
 
     # -- outputs --------------------------------------------------------------------------------
 

@@ -5,11 +5,13 @@ Three roles, each allowed everything the one below it may do:
 - ``trainee``: view the pump, request a patient bolus;
 - ``clinician`` (the trainer): programming, start/stop, clinician boluses, refill, alarms,
   fault injection;
-- ``engineer``: calibration, configuration and PIN management.
+- ``engineer``: calibration, configuration and PIN management (any role's PIN).
 
 PINs are 4–8 ASCII digits, kept only as scrypt hashes with a random salt per PIN and compared in
 constant time. A fresh install gets :data:`DEFAULT_PINS` (trainee 1111, clinician 2222,
-engineer 3333; configurable), to be changed with :meth:`Authenticator.set_pin`. A 4-digit PIN
+engineer 3333; configurable), to be changed with :meth:`Authenticator.set_pin` (over the API:
+each role its own PIN with its current one, the engineer any role's);
+:meth:`Authenticator.factory_pin_roles` says which roles still have theirs. A 4-digit PIN
 has only 10 000 values, so the hash guards against casual reading of the database, not against a
 determined offline search: the lockout is what protects the live API.
 
@@ -245,6 +247,8 @@ class Authenticator:
         if missing:
             raise ValueError(f"default PINs missing for: {', '.join(missing)}")
         self._pin_store = pin_store
+        self._default_pins = dict(default_pins)
+        self._factory_checked: dict[Role, tuple[tuple[str, bytes, bytes] | None, bool]] = {}
         self._max_wrong_pins = max_wrong_pins
         self._lockout_s = lockout_s
         self._session_idle_s = session_idle_s
@@ -268,6 +272,21 @@ class Authenticator:
         """Seconds until *role* may try a PIN again (0 when not locked)."""
         return max(0.0, self._lockouts[_role(role)].locked_until_s - self._clock())
 
+    def factory_pin_roles(self) -> list[str]:
+        """Roles whose PIN is still their factory default (a hash check once per stored PIN)."""
+        roles = []
+        for role in Role:
+            stored = self._pin_store.load_pin_hash(role.value)
+            checked = self._factory_checked.get(role)
+            if checked is None or checked[0] != stored:
+                is_factory = stored is not None and verify_pin(
+                    self._default_pins[role], PinHash(*stored)
+                )
+                checked = self._factory_checked[role] = (stored, is_factory)
+            if checked[1]:
+                roles.append(role.value)
+        return roles
+
     def login(self, role: Role | str, pin: str) -> str:
         """Check *pin* for *role* and return a new session token.
 
@@ -275,6 +294,19 @@ class Authenticator:
         text that is not a PIN (not counted as an attempt), :class:`BadPin` for a wrong PIN, and
         :class:`RoleLocked` on the wrong PIN that reaches the limit.
         """
+        role = _role(role)
+        self.check_pin(role, pin)
+        token = secrets.token_urlsafe(32)
+        with self._sessions_lock:
+            now_s = self._clock()
+            for stale in [t for t, s in self._sessions.items() if self._expired(s, now_s)]:
+                del self._sessions[stale]
+            self._sessions[token] = _Session(role, now_s)
+        return token
+
+    def check_pin(self, role: Role | str, pin: str) -> None:
+        """Check *pin* for *role*, counting a wrong one towards the lockout (as :meth:`login`
+        does, without starting a session)."""
         role = _role(role)
         with self._role_locks[role]:
             lockout = self._lockouts[role]
@@ -291,13 +323,6 @@ class Authenticator:
                     raise RoleLocked(role, self._lockout_s)
                 raise BadPin(role, self._max_wrong_pins - lockout.wrong_pins)
             lockout.wrong_pins = 0
-        token = secrets.token_urlsafe(32)
-        with self._sessions_lock:
-            now_s = self._clock()
-            for stale in [t for t, s in self._sessions.items() if self._expired(s, now_s)]:
-                del self._sessions[stale]
-            self._sessions[token] = _Session(role, now_s)
-        return token
 
     def _expired(self, session: _Session, now_s: float) -> bool:
         return now_s - session.last_used_s > self._session_idle_s

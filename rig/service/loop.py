@@ -12,8 +12,9 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,10 +24,11 @@ from hal.config import HardwareConfig
 from hal.flow_sensor import FlowSensorError
 from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
-from rig.service.books import RigStore, RunState
+from rig.service.books import EventKind, RigStore, RunState, StorageError, iso_utc, utc_now
 from rig.service.config import KioskConfig
 from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
 from rig.service.motion import BenchLimits, Motion
+from rig.service.records import PendingRecords
 from rig.service.selftest import SelfTestReport
 from rig.therapy.alarms import AlarmCode, alarm_spec
 from rig.therapy.catheter import CatheterContents
@@ -122,6 +124,54 @@ class StateConflict(InputError):
     """The request is valid but not in the rig's current state (answered 409)."""
 
 
+class StorageUnavailable(StorageError):
+    """The books cannot be written: state changes are refused until they can (answered 507)."""
+
+
+@dataclass
+class LoopStats:
+    """How well the delivery loop kept its period since :attr:`since_utc` (reset on request)."""
+
+    since_utc: str = field(default_factory=lambda: iso_utc(utc_now()))
+    ticks: int = 0
+    max_gap_s: float = 0.0
+    """Longest time between the starts of two ticks (the period is LOOP_PERIOD_S)."""
+    max_tick_s: float = 0.0
+    """Longest tick, from its start to its end."""
+    late_ticks: int = 0
+    """Ticks that started more than twice the period after the one before."""
+    max_wake_late_s: float = 0.0
+    """Longest time between when the loop asked to wake and when it ran: what the machine (the
+    scheduler, other threads holding the interpreter) added to the gap, apart from the tick."""
+    last_start_s: float | None = None
+
+    def woke(self, due_s: float, now_s: float) -> None:
+        self.max_wake_late_s = max(self.max_wake_late_s, now_s - due_s)
+
+    def tick(self, started_s: float, ended_s: float) -> None:
+        if self.last_start_s is not None:
+            gap_s = started_s - self.last_start_s
+            self.max_gap_s = max(self.max_gap_s, gap_s)
+            if gap_s > 2 * LOOP_PERIOD_S:
+                self.late_ticks += 1
+        self.last_start_s = started_s
+        self.max_tick_s = max(self.max_tick_s, ended_s - started_s)
+        self.ticks += 1
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """What a request may change in memory, to restore when its books cannot be written."""
+
+    engine: Any
+    alarms: Any
+    pending_refill: RefillVerdict | None
+    reservoir: dict[str, Any] | None
+    catheter: CatheterContents
+    ledger: tuple[int, datetime, float, float]
+    booked_boluses: dict[str, int]
+
+
 @dataclass
 class Telemetry:
     """The latest loop snapshot, for the live stream."""
@@ -181,8 +231,19 @@ class RigService:
             self.engine = TherapyEngine.from_dict(saved, self.clock)
         self.clock.rate_at = self._plan_rate_at  # the patient clock is paced by the plan in force
         self.motion = Motion(bench, self.clock, self.engine)
+        self._storage_error: StorageError | None = None
+        self._storage_failed_at: str | None = None
+        self._storage_failed_s: float | None = None
+        self._in_transaction = False
+        self._after_commit: list[Callable[[], None]] = []
+        self.loop_stats = LoopStats()
+        self.records = PendingRecords(store, self._storage_failed)
         self.alarms = AlarmManager(
-            store, bench.buzzer, bench.led, on_stop_delivery=lambda _code: self._stop_motor()
+            store,
+            bench.buzzer,
+            bench.led,
+            on_stop_delivery=lambda _code: self._stop_motor(),
+            records=self.records,
         )
         self.flow_monitor = FlowMonitor(
             self.ul_per_step, self.clock.time_compression, flow_limits_for(bench.config)
@@ -217,6 +278,8 @@ class RigService:
                 low_threshold_ml=reservoir.low_threshold_ml,
             )
         self._reservoir = store.reservoir()
+        self._books_seen = (store.delivered_totals(), self._reservoir)
+        self._storage_read_error: str | None = None
         saved_catheter = store.get_state(CATHETER_STATE_KEY)
         self.catheter = (
             CatheterContents.model_validate(saved_catheter)
@@ -293,10 +356,37 @@ class RigService:
     # -- the loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        due = self._bench_clock()
         while not self._stop_event.is_set():
             started = self._bench_clock()
+            self.loop_stats.woke(due, started)
             self._run_tick(started)
-            self._stop_event.wait(max(0.0, LOOP_PERIOD_S - (self.heartbeat_s - started)))
+            ended = self._bench_clock()
+            self.loop_stats.tick(started, ended)
+            wait_s = max(0.0, LOOP_PERIOD_S - (ended - started))
+            due = ended + wait_s
+            self._stop_event.wait(wait_s)
+
+    def loop_status(self) -> dict[str, Any]:
+        """The delivery loop's timing since the last :meth:`reset_loop_stats` (or the start)."""
+        stats = self.loop_stats
+        lateness = getattr(self.bench.stepper, "max_lateness_s", None)
+        return {
+            "period_s": LOOP_PERIOD_S,
+            "since": stats.since_utc,
+            "ticks": stats.ticks,
+            "max_gap_s": stats.max_gap_s,
+            "max_tick_s": stats.max_tick_s,
+            "late_ticks": stats.late_ticks,
+            "max_wake_late_s": stats.max_wake_late_s,
+            "max_step_lateness_s": lateness,
+        }
+
+    def reset_loop_stats(self) -> None:
+        self.loop_stats = LoopStats()
+        reset = getattr(self.bench.stepper, "reset_lateness", None)
+        if reset is not None:
+            reset()
 
     def _run_tick(self, now_s: float) -> None:
         try:
@@ -345,8 +435,7 @@ class RigService:
                     self._read_flow(now_s)
             if now_s >= self._ledger_due_s:
                 self._ledger_due_s = now_s + LEDGER_PERIOD_S
-                self._commit_ledger()
-                self._save_engine()
+                self._keep_books()
                 self._notify("WATCHDOG=1")
             self.alarms.tick()
             self.alarms.idle_led = ("green", None) if self.is_delivering else ("blue", None)
@@ -484,29 +573,38 @@ class RigService:
         return (moment - PATIENT_EPOCH).total_seconds()
 
     def _commit_ledger(self) -> None:
+        """Book what the motor delivered since the last commit, and close the patient boluses
+        that have ended, in one transaction; memory follows once it is written."""
         steps_now = self.bench.stepper.steps_issued
         if self._refill_job is not None and self._refill_job.phase in REFILL_MOVING:
             self._ledger_steps = steps_now  # a refill move sends nothing to the patient
         steps = max(0, steps_now - self._ledger_steps)
         patient_end_s = max(self._patient_s(), self._ledger_patient_s)
         volume_ul = steps * self.ul_per_step
-        bolus_id, bolus_ul = self._bolus_share(self._ledger_patient_s, patient_end_s, volume_ul)
-        catheter = self.catheter.pushed(volume_ul, self._reservoir["concentration_ug_per_ml"])
-        self.store.record_delivery(
-            start_at=self._ledger_at,
-            patient_start_s=self._ledger_patient_s,
-            patient_end_s=patient_end_s,
-            steps=steps,
-            basal_ul=volume_ul - bolus_ul,
-            bolus_ul=bolus_ul,
-            bolus_id=bolus_id,
-            state={CATHETER_STATE_KEY: catheter.model_dump(mode="json")},
+        bolus_id, bolus_ul, owed_ul = self._bolus_share(
+            self._ledger_patient_s, patient_end_s, volume_ul
         )
+        catheter = self.catheter.pushed(volume_ul, self._reservoir["concentration_ug_per_ml"])
+        with self.store.transaction("commit the delivery ledger"):
+            self.store.record_delivery(
+                start_at=self._ledger_at,
+                patient_start_s=self._ledger_patient_s,
+                patient_end_s=patient_end_s,
+                steps=steps,
+                basal_ul=volume_ul - bolus_ul,
+                bolus_ul=bolus_ul,
+                bolus_id=bolus_id,
+                state={CATHETER_STATE_KEY: catheter.model_dump(mode="json")},
+            )
+            closed = self._close_patient_boluses(owed_ul)
         self.catheter = catheter
         self._ledger_steps = steps_now
         self._ledger_at = datetime.now(UTC)
         self._ledger_patient_s = patient_end_s
-        self._close_patient_boluses()
+        self._bolus_owed_ul = owed_ul
+        for key in closed:
+            del self._booked_boluses[key]
+            self._bolus_owed_ul = 0.0
 
     # -- patient boluses on the books ---------------------------------------------------------
 
@@ -520,8 +618,9 @@ class RigService:
 
     def _bolus_share(
         self, patient_start_s: float, patient_end_s: float, volume_ul: float
-    ) -> tuple[int | None, float]:
-        """(bolus id, µL of the interval's *volume_ul* that the running patient bolus delivered).
+    ) -> tuple[int | None, float, float]:
+        """(bolus id, µL of the interval's *volume_ul* that the running patient bolus delivered,
+        µL of it still owed).
 
         The plan says how much of the bolus fell in the span; what the motor has not yet
         delivered of it (a step thread a moment late) is owed to the next interval, so the bolus
@@ -529,7 +628,7 @@ class RigService:
         """
         running = self._running_patient_bolus()
         if running is None:
-            return None, 0.0
+            return None, 0.0, self._bolus_owed_ul
         bolus_id, granted = running
         start_s = self._patient_s_at(granted.start)
         end = min(granted.end, granted.cancelled_at or granted.end)
@@ -537,8 +636,7 @@ class RigService:
         bolus_ul_per_s = self._patient_bolus_volume_ul(granted) / (granted.duration_min * 60)
         due_ul = max(0.0, overlap_s) * bolus_ul_per_s + self._bolus_owed_ul
         share_ul = min(volume_ul, due_ul)
-        self._bolus_owed_ul = due_ul - share_ul
-        return bolus_id, share_ul
+        return bolus_id, share_ul, due_ul - share_ul
 
     def _patient_bolus_volume_ul(self, granted: GrantedBolus) -> float:
         program = self.engine.state.program
@@ -546,7 +644,22 @@ class RigService:
         return volume_ul(granted.dose_ug, concentration) if concentration else 0.0
 
     def _book_patient_bolus(self, role: str) -> int:
-        """A granted patient bolus goes on the books as active at once."""
+        """A granted patient bolus goes on the books as active at once.
+
+        The one before it has ended in the plan (the lockout is at least a bolus long) but may
+        still be active on the books while the motor owes it a fraction of a step: it is closed
+        first (the books hold one active bolus at a time).
+        """
+        for granted in self.engine.state.patient_boluses[:-1]:
+            key = granted.start.isoformat()
+            earlier = self._booked_boluses.pop(key, None)
+            if earlier is None:
+                continue
+            if granted.cancelled_at is not None:
+                self.store.cancel_bolus(earlier, patient_s=self._patient_s(), reason="cancelled")
+            else:
+                self.store.finish_bolus(earlier, patient_s=self._patient_s())
+            self._bolus_owed_ul = 0.0
         granted = self.engine.state.patient_boluses[-1]
         bolus_id = self.store.request_bolus(
             "patient",
@@ -563,9 +676,11 @@ class RigService:
         self._booked_boluses[granted.start.isoformat()] = bolus_id
         return bolus_id
 
-    def _close_patient_boluses(self) -> None:
-        """Books' active patient boluses that the engine has ended or cancelled: done/cancelled."""
+    def _close_patient_boluses(self, owed_ul: float) -> list[str]:
+        """Book as done or cancelled the active patient boluses that the engine has ended or
+        cancelled; returns their keys (the caller forgets them once this is written)."""
         now = self.engine.state.updated_at
+        closed = []
         for granted in self.engine.state.patient_boluses:
             key = granted.start.isoformat()
             bolus_id = self._booked_boluses.get(key)
@@ -575,21 +690,183 @@ class RigService:
                 self.store.cancel_bolus(
                     bolus_id, patient_s=self._patient_s(), reason="delivery stopped"
                 )
-            elif granted.end <= now and self._bolus_owed_ul < BOLUS_BOOKED_UL:
+            elif granted.end <= now and owed_ul < BOLUS_BOOKED_UL:
                 self.store.finish_bolus(bolus_id, patient_s=self._patient_s())
             else:
                 continue
-            del self._booked_boluses[key]
-            self._bolus_owed_ul = 0.0
+            closed.append(key)
+        return closed
 
     def _save_engine(self) -> None:
         self.store.set_state({ENGINE_STATE_KEY: self.engine.to_dict()})
 
     def _changed(self) -> None:
-        """After any state change: commit the books at once."""
+        """After any state change: book it at once; the motor follows once it is written."""
         self._commit_ledger()
         self._save_engine()
-        self._follow_plan(self._bench_clock())
+        self._after_commit_do(lambda: self._follow_plan(self._bench_clock()))
+
+    def _keep_books(self) -> None:
+        """The loop's periodic commit; while the books cannot be written, a retry of everything
+        that waits for them."""
+        if self._storage_error is not None:
+            self._retry_storage()
+            return
+        try:
+            self._commit_ledger()
+            self._save_engine()
+        except StorageError as error:
+            self._storage_failed(error)
+
+    # -- storage failure ------------------------------------------------------------------------
+
+    @property
+    def storage_ok(self) -> bool:
+        return self._storage_error is None
+
+    def _storage_failed(self, error: StorageError) -> None:
+        """The books cannot be written: stop delivery, raise the storage alarm (sounded and
+        shown without the books) and refuse state changes until they can be written again."""
+        if isinstance(error, StorageUnavailable):
+            return
+        with self._lock:
+            if self._storage_error is not None:
+                return
+            self._storage_error = error
+            self._stop_motor()
+            self._storage_failed_at = iso_utc(utc_now())
+            self._storage_failed_s = self._bench_clock()
+            log.error("books cannot be written (%s): delivery stopped, changes refused", error)
+            message = f"the books cannot be written: {error}"
+            patient_s = self._patient_s()
+            self.records.write(
+                "record the storage failure",
+                lambda: self.store.add_event(
+                    EventKind.STORAGE,
+                    f"storage failure: {error}; delivery stopped, changes refused",
+                    patient_s=patient_s,
+                    detail={"kind": error.kind, "sqlite_error": error.sqlite_error},
+                ),
+            )
+            self._set_condition(AlarmCode.STORAGE_FAILURE, True, message[:500])
+            if not self.engine.state.halted:
+                self.engine.halt()
+
+    def _retry_storage(self) -> None:
+        """Write what waited, then the ledger and the engine; all written: storage is back."""
+        if not self.records.flush():
+            return
+        try:
+            self._commit_ledger()
+            self._save_engine()
+        except StorageError as error:
+            self._storage_error = error
+            return
+        failed_for_s = self._bench_clock() - (self._storage_failed_s or self._bench_clock())
+        late, dropped = self.records.written_late, self.records.dropped
+        self.records.written_late = self.records.dropped = 0
+        self._storage_error = None
+        self._storage_failed_at = self._storage_failed_s = None
+        lost = f"; {dropped} further records could not be kept" if dropped else ""
+        log.warning("books writable again after %.1f s", failed_for_s)
+        self.records.write(
+            "record that the books are writable again",
+            lambda: self.store.add_event(
+                EventKind.STORAGE,
+                f"books writable again after {failed_for_s:.1f} bench s; {late} records written "
+                f"late{lost}; delivery stays stopped until started",
+                patient_s=self._patient_s(),
+                detail={"written_late": late, "dropped": dropped},
+            ),
+        )
+        self._set_condition(AlarmCode.STORAGE_FAILURE, False)
+
+    def storage_status(self) -> dict[str, Any]:
+        error = self._storage_error
+        return {
+            "ok": error is None,
+            "error": None if error is None else str(error),
+            "kind": None if error is None else error.kind,
+            "failed_since": self._storage_failed_at,
+            "pending_records": self.records.pending,
+        }
+
+    # -- changes: written first, applied once written ----------------------------------------
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[None]:
+        """One change requested from outside: every write it makes (the caller's audit entry
+        included) is one transaction of the books; what it changed in memory is rolled back if
+        anything fails, and the motor, the clock and the bench act only once it is written.
+
+        Refused with :class:`StorageUnavailable` while the books cannot be written. A write
+        that fails here stops delivery and raises the storage alarm (:meth:`_storage_failed`).
+        """
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            if self._storage_error is not None:
+                raise StorageUnavailable(
+                    "changes are refused until the books can be written again (storage "
+                    f"failure since {self._storage_failed_at}, {self._storage_error.kind}: see "
+                    "storage in GET /api/status); delivery is stopped",
+                    kind="unavailable",
+                )
+            checkpoint = self._checkpoint()
+            self._in_transaction = True
+            self._after_commit = []
+            try:
+                with self.store.transaction(what):
+                    yield
+            except BaseException as error:
+                self._in_transaction = False
+                self._after_commit = []
+                self._rollback(checkpoint)
+                if isinstance(error, StorageError):
+                    self._storage_failed(error)
+                raise
+            self._in_transaction = False
+            actions, self._after_commit = self._after_commit, []
+            for action in actions:
+                action()
+
+    def _after_commit_do(self, action: Callable[[], None]) -> None:
+        """Run *action* once the change being made is written (at once outside a change)."""
+        if self._in_transaction:
+            self._after_commit.append(action)
+        else:
+            action()
+
+    def _checkpoint(self) -> _Checkpoint:
+        return _Checkpoint(
+            engine=self.engine.checkpoint(),
+            alarms=self.alarms.checkpoint(),
+            pending_refill=self._pending_refill,
+            reservoir=self._reservoir,
+            catheter=self.catheter,
+            ledger=(
+                self._ledger_steps,
+                self._ledger_at,
+                self._ledger_patient_s,
+                self._bolus_owed_ul,
+            ),
+            booked_boluses=dict(self._booked_boluses),
+        )
+
+    def _rollback(self, checkpoint: _Checkpoint) -> None:
+        self.engine.rollback(checkpoint.engine)
+        self.alarms.rollback(checkpoint.alarms)
+        self._pending_refill = checkpoint.pending_refill
+        self._reservoir = checkpoint.reservoir
+        self.catheter = checkpoint.catheter
+        (
+            self._ledger_steps,
+            self._ledger_at,
+            self._ledger_patient_s,
+            self._bolus_owed_ul,
+        ) = checkpoint.ledger
+        self._booked_boluses = dict(checkpoint.booked_boluses)
 
     # -- watchdog -------------------------------------------------------------------------------
 
@@ -668,7 +945,7 @@ class RigService:
             )
 
     def confirm(self, proposal_id: str, accept_warnings: bool, role: str) -> None:
-        with self._lock:
+        with self.transaction("confirm the program"):
             self.engine.confirm(proposal_id, accept_warnings)
             program = self.engine.state.program
             assert program is not None
@@ -681,7 +958,7 @@ class RigService:
             self._changed()
 
     def start_delivery(self, role: str) -> None:
-        with self._lock:
+        with self.transaction("start delivery"):
             if self.alarms.condition_present(AlarmCode.SELF_TEST_FAILED):
                 raise StateConflict(
                     "state: delivery is blocked: the power-on self-test failed "
@@ -693,56 +970,95 @@ class RigService:
                     "state: the rig is in power-loss recovery; review and confirm with "
                     "POST /api/recovery/resume"
                 )
-            self.engine.resume()
+            try:
+                self.engine.resume()
+            except InputError as error:
+                raise StateConflict(f"state: cannot start: {error}") from None
             self.store.set_run_state(RunState.RUNNING, role=role, patient_s=self._patient_s())
             self._changed()
 
     def stop_delivery(self, role: str) -> None:
-        with self._lock:
+        with self.transaction("stop delivery"):
             self._halt()
             self.store.set_run_state(RunState.STOPPED, role=role, patient_s=self._patient_s())
             self._changed()
 
     def resume_after_recovery(self, role: str) -> None:
-        with self._lock:
+        with self.transaction("resume after power-loss recovery"):
             if AlarmCode.POWER_LOSS_RECOVERY not in self.alarms.active_codes:
                 raise StateConflict("state: no power-loss recovery is pending")
             self.alarms.condition_gone(AlarmCode.POWER_LOSS_RECOVERY)
             self.alarms.acknowledge(role=role)
             self._sync_engine_alarms()
-            self.engine.resume()
+            try:
+                self.engine.resume()
+            except InputError as error:
+                raise StateConflict(f"state: cannot resume: {error}") from None
+            self.store.set_run_state(RunState.RUNNING, role=role, patient_s=self._patient_s())
             self._changed()
 
     def request_patient_bolus(self, role: str = "trainee") -> dict[str, Any]:
-        with self._lock:
+        """The patient's button: granted or refused, the request and its answer go on the
+        books (the event log; a grant also in the bolus table) before the motor moves."""
+        with self.transaction("record the patient bolus request"):
             if self.alarms.blocks_bolus():
                 active = ", ".join(self.alarms.active_codes)
-                return {"granted": False, "reason": "alarm_active",
-                        "message": f"refused: alarm active ({active})"}  # fmt: skip
+                answer = {"granted": False, "reason": "alarm_active",
+                          "message": f"refused: alarm active ({active})"}  # fmt: skip
+                self._book_bolus_request(answer, role)
+                return answer
             self._commit_ledger()  # what came before the bolus is basal
             decision = self.engine.request_patient_bolus()
             self._forward_engine_events(self.engine.pop_events())
             answer = decision.model_dump(mode="json")
             if decision.granted:
                 answer["bolus_id"] = self._book_patient_bolus(role)
+            self._book_bolus_request(answer, role)
             self._changed()
             return answer
 
+    def _book_bolus_request(self, answer: dict[str, Any], role: str) -> None:
+        """The event of a patient-bolus request: granted (with its bolus id) or refused, why."""
+        if answer["granted"]:
+            message = f"patient bolus request granted: {answer['message']}"
+        else:
+            message = f"patient bolus request refused ({answer['reason']}): {answer['message']}"
+        self.store.add_event(
+            EventKind.BOLUS,
+            message,
+            role=role,
+            patient_s=self._patient_s(),
+            detail={
+                "change": "request",
+                "granted": answer["granted"],
+                "reason": answer.get("reason"),
+                "bolus_id": answer.get("bolus_id"),
+            },
+        )
+
     def acknowledge(self, alarm_id: int | None, role: str) -> list[int]:
-        with self._lock:
+        with self.transaction("acknowledge alarms"):
             ids = self.alarms.acknowledge(alarm_id, role=role, patient_s=self._patient_s())
             self._sync_engine_alarms()
+            self._save_engine()
             return ids
 
     def silence(self, duration_s: float, role: str) -> float:
-        with self._lock:
+        with self.transaction("silence alarms"):
             return self.alarms.silence(duration_s, role=role, patient_s=self._patient_s())
 
-    def refill_withdrawn(self, withdrawn_ml: float) -> RefillVerdict:
-        with self._lock:
+    def refill_withdrawn(self, withdrawn_ml: float, role: str = "clinician") -> RefillVerdict:
+        with self.transaction("record the withdrawn volume"):
             reservoir = self.engine.state.reservoir
             verdict = refill_verdict(reservoir.volume_ml, withdrawn_ml, reservoir.capacity_ml)
             self._pending_refill = verdict
+            self.store.add_event(
+                EventKind.RESERVOIR,
+                f"refill: {withdrawn_ml:g} mL withdrawn; {verdict.explanation}",
+                role=role,
+                patient_s=self._patient_s(),
+                detail={"withdrawn_ml": withdrawn_ml, "significant": verdict.significant},
+            )
             if verdict.significant:
                 self.alarms.raise_condition(
                     AlarmCode.REFILL_DISCREPANCY, verdict.explanation, patient_s=self._patient_s()
@@ -760,7 +1076,7 @@ class RigService:
         ``phase: filling`` and the status's ``refill`` tells when it is done. Without one the
         syringe was filled by hand (on the simulated bench, by the simulated trainer).
         """
-        with self._lock:
+        with self.transaction("record the fill"):
             if self._pending_refill is None:
                 raise StateConflict(
                     "state: enter the withdrawn volume first (POST /api/refill/withdrawn)"
@@ -775,8 +1091,9 @@ class RigService:
                     f"{capacity_ml:g} mL"
                 )
             if self.bench.refill_valve is None:
-                if self.bench.sim is not None:  # the simulated trainer's hands
-                    self.bench.sim.bench.fill(volume_ml)
+                sim = self.bench.sim
+                if sim is not None:  # the simulated trainer's hands, once the books have it
+                    self._after_commit_do(lambda: sim.bench.fill(volume_ml))
                 return self._fill_done(volume_ml, concentration_ug_per_ml, role)
             self._refill_ready_to_move()
             steps = round(volume_ml * UL_PER_ML / self.ul_per_step)
@@ -788,7 +1105,7 @@ class RigService:
     def refill_aspirate(self, role: str) -> dict[str, Any]:
         """Empty the reservoir to the waste cup through the refill valve; the status's
         ``refill`` gives the withdrawn volume (steps and balance) and the verdict when done."""
-        with self._lock:
+        with self.transaction("start the aspiration"):
             if self.bench.refill_valve is None:
                 raise StateConflict(
                     "refill: this bench has no refill valve; empty the syringe by hand and "
@@ -811,17 +1128,23 @@ class RigService:
 
     def _start_refill_move(self, job: RefillJob, steps: int, withdraw: bool) -> None:
         """Valve to the refill port, driver on, and the move; the loop watches it end."""
-        assert self.bench.refill_valve is not None
+        valve = self.bench.refill_valve
+        assert valve is not None
         self._commit_ledger()  # refill moves are not delivery: the ledger skips them
-        job.steps_before = self.bench.stepper.steps_issued
-        self.bench.refill_valve.on()
-        self.bench.drive.energise()
-        max_rate = self.bench.config.drive.max_rate_steps_per_s
-        self.bench.stepper.move(steps, max_rate, withdraw=withdraw)
-        self._refill_job = job
         self.store.add_event(
             "refill", f"refill valve open: {job.phase}", role=job.role, patient_s=self._patient_s()
         )
+
+        def start() -> None:  # the hardware moves once the books have it
+            job.steps_before = self.bench.stepper.steps_issued
+            self._ledger_steps = job.steps_before
+            valve.on()
+            self.bench.drive.energise()
+            max_rate = self.bench.config.drive.max_rate_steps_per_s
+            self.bench.stepper.move(steps, max_rate, withdraw=withdraw)
+            self._refill_job = job
+
+        self._after_commit_do(start)
 
     def _watch_refill(self) -> None:
         """Finish a refill move once it has ended (or the empty switch says the syringe is)."""
@@ -908,19 +1231,34 @@ class RigService:
             "empty_at": forecast.empty_at,
         }
 
-    def set_time_compression(self, factor: float) -> None:
+    def set_time_compression(self, factor: float, role: str = "clinician") -> None:
         """A new nominal factor; the effective one stays within the bench's limits."""
-        with self._lock:
+        with self.transaction("set the time compression"):
             self.engine.advance()
-            self.clock.set_time_compression(factor)
-            self._changed()
+            old = self.clock.time_compression_nominal
+            self.store.add_event(
+                "settings",
+                f"time compression x{old:g} -> x{factor:g}",
+                role=role,
+                patient_s=self._patient_s(),
+                detail={"time_compression": factor},
+            )
+            self._commit_ledger()
+            self._save_engine()
+            self._after_commit_do(lambda: self.clock.set_time_compression(factor))
+            self._after_commit_do(lambda: self._follow_plan(self._bench_clock()))
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             therapy = self.engine.status()
-            steps, volume_ul = self.store.delivered_totals()
+            try:  # what the books say; their last answer if they cannot be read now
+                self._books_seen = (self.store.delivered_totals(), self.store.reservoir())
+            except StorageError as error:
+                self._storage_read_error = str(error)
+            else:
+                self._storage_read_error = None
+            (steps, volume_ul), books_reservoir = self._books_seen
             rate_ul_per_h = therapy.rate_ul_per_h_now if not therapy.halted else 0.0
-            active = {row["code"]: row for row in self.store.active_alarms()}
             return {
                 "training_notice": "Training device — not for clinical use",
                 "state": self.state_name,
@@ -938,20 +1276,7 @@ class RigService:
                     "bench_ul_per_min": self.motion.bench_ul_per_min,
                     "bench_steps_per_s": self.motion.steps_per_s,
                 },
-                "alarms": [
-                    {
-                        "id": row["id"],
-                        "code": code,
-                        "priority": row["priority"],
-                        "title": alarm_spec(code).title,
-                        "message": row["message"],
-                        "action": alarm_spec(code).action,
-                        "raised_at": row["raised_at_utc"],
-                        "acknowledged": row["acknowledged_at_utc"] is not None,
-                        "condition_present": self.alarms.condition_present(code),
-                    }
-                    for code, row in active.items()
-                ],
+                "alarms": self.alarms.active_alarms(),
                 "silence_remaining_s": self.alarms.silence_remaining_s(),
                 "delivered": {
                     "steps": steps,
@@ -960,13 +1285,15 @@ class RigService:
                     "books_dose_ug": therapy.delivered_ug,
                     "patient_ug": self.catheter.patient_ug,
                 },
-                "reservoir": self._reservoir_status(),
+                "reservoir": self._reservoir_status(books_reservoir),
                 "refill": self._refill_status(),
                 "flow": {
                     "expected_ul_per_min": self.telemetry.expected_ul_per_min,
                     "measured_ul_per_min": self.telemetry.measured_ul_per_min,
                     "sensor_ul_per_min": self.telemetry.sensor_ul_per_min,
                 },
+                "storage": {**self.storage_status(), "read_error": self._storage_read_error},
+                "loop": self.loop_status(),
             }
 
     def _refill_status(self) -> dict[str, Any]:
@@ -982,9 +1309,9 @@ class RigService:
             "awaiting_fill": self._pending_refill is not None,
         }
 
-    def _reservoir_status(self) -> dict[str, Any]:
+    def _reservoir_status(self, books_reservoir: dict[str, Any] | None) -> dict[str, Any]:
         """What is really in the reservoir and the catheter, beside what the program says."""
-        actual = self.store.reservoir() or self._reservoir
+        actual = books_reservoir or self._reservoir
         program = self.engine.state.program
         programmed = program.concentration_ug_per_ml if program else None
         concentration = actual["concentration_ug_per_ml"]
@@ -1007,8 +1334,9 @@ class RigService:
             "bench_limited_by": self.limits.limiting,
         }
 
-    def inject_faults(self, request: Any) -> dict[str, Any]:
-        """Apply fault settings to the simulated bench (validated as a whole first)."""
+    def inject_faults(self, request: Any, role: str = "clinician") -> dict[str, Any]:
+        """Apply fault settings to the simulated bench: checked as a whole, written to the
+        event log, and applied once written."""
         sim = self.bench.sim
         if sim is None:
             raise StateConflict("faults: fault injection needs the simulated bench (--hal sim)")
@@ -1020,32 +1348,48 @@ class RigService:
             sensor_changes["bias_ul_per_min"] = changes.pop("sensor_bias_ul_per_min")
         if "sensor_dropout" in changes:
             sensor_changes["dropout"] = changes.pop("sensor_dropout")
-        with self._lock:
-            bench_faults = sim.bench.inject(**changes)
-            if sensor_changes:
-                sim.flow_sensor.set_faults(
-                    dataclasses.replace(sim.flow_sensor.faults, **sensor_changes)
-                )
-            if bubble_ul is not None:
-                sim.bench.inject_air_bubble(bubble_ul)
-            if supply is not None:
-                self._supply_concentration_ug_per_ml = supply
+        with self.transaction("record the fault injection"):
+            bench_faults = sim.bench.check_faults(**changes)
+            sensor_faults = dataclasses.replace(sim.flow_sensor.faults, **sensor_changes)
             self.store.add_event(
                 "fault", f"faults injected: {request.model_dump(exclude_none=True)}",
-                patient_s=self._patient_s(),
+                role=role, patient_s=self._patient_s(),
             )  # fmt: skip
-            return self._faults(bench_faults.model_dump())
 
-    def clear_faults(self) -> dict[str, Any]:
+            def apply() -> None:
+                sim.bench.inject(**changes)
+                if sensor_changes:
+                    sim.flow_sensor.set_faults(sensor_faults)
+                if bubble_ul is not None:
+                    sim.bench.inject_air_bubble(bubble_ul)
+                if supply is not None:
+                    self._supply_concentration_ug_per_ml = supply
+
+            self._after_commit_do(apply)
+            return {
+                "bench": bench_faults.model_dump(),
+                "sensor": dataclasses.asdict(sensor_faults),
+                "supply_concentration_ug_per_ml": supply or self._supply_concentration_ug_per_ml,
+            }
+
+    def clear_faults(self, role: str = "clinician") -> dict[str, Any]:
         sim = self.bench.sim
         if sim is None:
             raise StateConflict("faults: fault injection needs the simulated bench (--hal sim)")
-        with self._lock:
-            sim.bench.clear_faults()
-            sim.flow_sensor.set_faults(type(sim.flow_sensor.faults)())
-            self._supply_concentration_ug_per_ml = None
-            self.store.add_event("fault", "faults cleared", patient_s=self._patient_s())
-            return self._faults(sim.bench.faults.model_dump())
+        with self.transaction("record the faults cleared"):
+            self.store.add_event("fault", "faults cleared", role=role, patient_s=self._patient_s())
+
+            def apply() -> None:
+                sim.bench.clear_faults()
+                sim.flow_sensor.set_faults(type(sim.flow_sensor.faults)())
+                self._supply_concentration_ug_per_ml = None
+
+            self._after_commit_do(apply)
+            return {
+                "bench": type(sim.bench.faults)().model_dump(),
+                "sensor": dataclasses.asdict(type(sim.flow_sensor.faults)()),
+                "supply_concentration_ug_per_ml": None,
+            }
 
     def _faults(self, bench_faults: dict[str, Any]) -> dict[str, Any]:
         assert self.bench.sim is not None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
+import re
 import signal
+import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +27,11 @@ from rig.service.selftest import CheckResult, SelfTestReport, run_selftest
 DEFAULT_PORT = 8470
 DEFAULT_DATA_DIR = Path("data")
 ACCESS_TOKEN_ENV = "ITBRIG_ACCESS_TOKEN"
+ACCESS_TOKEN_FILE_ENV = "ITBRIG_ACCESS_TOKEN_FILE"
+MIN_ACCESS_TOKEN_CHARS = 16
+SWITCH_INTERVAL_S = 0.001
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: safe in an HTTP header
 
 log = logging.getLogger("itbrig.serve")
 
@@ -37,20 +45,60 @@ def systemd_notifier():
     return sdnotify.SystemdNotifier().notify
 
 
+def read_access_token(args: argparse.Namespace) -> str | None:
+    """The access token from ``--access-token-file`` (or ``$ITBRIG_ACCESS_TOKEN_FILE``) or
+    ``$ITBRIG_ACCESS_TOKEN``, never from the command line (where ``ps`` shows it to everyone);
+    at least :data:`MIN_ACCESS_TOKEN_CHARS` visible ASCII characters."""
+    if args.access_token is not None:
+        raise InputError(
+            "--access-token: a token on the command line shows in `ps` and the shell history; "
+            f"put it in a file (--access-token-file, mode 0600) or in ${ACCESS_TOKEN_ENV}"
+        )
+    path = args.access_token_file or os.environ.get(ACCESS_TOKEN_FILE_ENV)
+    source = f"${ACCESS_TOKEN_ENV}"
+    if path:
+        source = f"--access-token-file {path}"
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+            mode = Path(path).stat().st_mode
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"{source}: cannot read the token ({error})") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("%s is readable by others (mode %o): chmod 600 it", path, mode & 0o777)
+    else:
+        token = os.environ.get(ACCESS_TOKEN_ENV) or None
+    if token is None:
+        return None
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise InputError(
+            f"{source}: the token must be visible ASCII characters only (no spaces or accents)"
+        )
+    if len(token) < MIN_ACCESS_TOKEN_CHARS:
+        raise InputError(
+            f"{source}: the token has {len(token)} characters; at least "
+            f"{MIN_ACCESS_TOKEN_CHARS} are needed (make one with: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return token
+
+
 def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.host not in LOOPBACK_HOSTS and not args.allow_remote:
         raise InputError(
             f"--host {args.host}: listening beyond loopback needs --allow-remote and an access "
-            f"token (--access-token or ${ACCESS_TOKEN_ENV})"
+            f"token (--access-token-file or ${ACCESS_TOKEN_ENV})"
         )
-    access_token = args.access_token or os.environ.get(ACCESS_TOKEN_ENV)
+    access_token = read_access_token(args)
     if args.allow_remote and not access_token:
-        raise InputError(f"--allow-remote: an access token is required (${ACCESS_TOKEN_ENV})")
+        raise InputError(
+            f"--allow-remote: an access token is required (--access-token-file or "
+            f"${ACCESS_TOKEN_ENV})"
+        )
     config = load_config(args.config)
     time_compression = args.time_scale or config.therapy.time_compression
     if not 1 <= time_compression <= 100_000:
         raise InputError(f"--time-scale: {time_compression:g} is outside 1 to 100000")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     notify = systemd_notifier()
     data_dir = Path(args.data_dir)
     bench = build_bench(config, args.hal)
@@ -77,6 +125,13 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     )
     service.start()
+    # What exists now lives as long as the service: out of the garbage collector's way, so that
+    # a collection (run by whichever thread allocates) stays short for the delivery loop.
+    gc.collect()
+    gc.freeze()
+    # A thread that wants the interpreter waits at most this long for a busy one to let go
+    # (Python's default is 5 ms): the step and delivery threads against request handling.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if notify is not None:
         threading.Thread(target=_ready_when_started, args=(server, notify), daemon=True).start()
     log.info(
@@ -142,5 +197,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         help="time compression (patient seconds per bench second; default from rig.toml)",
     )  # fmt: skip
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host")
-    parser.add_argument("--access-token", default=None, help=f"or ${ACCESS_TOKEN_ENV}")
+    parser.add_argument(
+        "--access-token-file", default=None, metavar="FILE",
+        help=f"file holding the access token (or ${ACCESS_TOKEN_FILE_ENV}, or the token itself "
+        f"in ${ACCESS_TOKEN_ENV}); at least {MIN_ACCESS_TOKEN_CHARS} characters",
+    )  # fmt: skip
+    # Refused with a message: a token on the command line shows in `ps`.
+    parser.add_argument("--access-token", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=serve)

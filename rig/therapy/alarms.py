@@ -49,6 +49,7 @@ class AlarmCode(StrEnum):
     PLUNGER_AT_END = "plunger_at_end"
     LIMIT_SWITCH = "limit_switch"
     SELF_TEST_FAILED = "self_test_failed"
+    STORAGE_FAILURE = "storage_failure"
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,14 @@ _ENTRIES = [
         AlarmCode.SELF_TEST_FAILED, _H, "Self-test failed",
         "The power-on self-test found a part that does not work: delivery is blocked.",
         "Fix the part named in the message, then restart the rig service.",
+        stops_delivery=True,
+    ),
+    AlarmSpec(
+        AlarmCode.STORAGE_FAILURE, _H, "Storage failure",
+        "The books cannot be written (disk full, read-only or failing): nothing can be recorded, "
+        "so delivery was stopped and changes are refused.",
+        "Free space or replace the storage; once the books can be written again, acknowledge "
+        "and restart delivery.",
         stops_delivery=True,
     ),
 ]  # fmt: skip

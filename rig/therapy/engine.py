@@ -286,6 +286,18 @@ class TherapyEngine:
     def regimen(self) -> Regimen:
         return compile_regimen(self._state.program)
 
+    def checkpoint(self) -> tuple[object, ...]:
+        """Everything the engine holds, for :meth:`rollback` (a change that could not be
+        recorded is undone as a whole)."""
+        return (self._state, self._plan, dict(self._proposals), list(self._events))
+
+    def rollback(self, checkpoint: tuple[object, ...]) -> None:
+        """Back to a :meth:`checkpoint` (time passed since is accounted again on the next call)."""
+        state, plan, proposals, events = checkpoint
+        self._state, self._plan = state, plan  # type: ignore[assignment]
+        self._proposals = dict(proposals)  # type: ignore[call-overload]
+        self._events = list(events)  # type: ignore[call-overload]
+
     def pop_events(self) -> list[EngineEvent]:
         """Events since the last call, oldest first."""
         events, self._events = self._events, []

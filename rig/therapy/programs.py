@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, RootModel, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, RootModel, model_validator
 
-from rig.common.inputs import StrictModel
+from rig.common.inputs import StrictModel, whole_number
 from rig.therapy.units import MINUTES_PER_DAY, WEEKDAYS, parse_hhmm
 
 MAX_FLEX_STEPS = 13
 MAX_DOSE_UG_PER_DAY = 100_000.0
 MAX_BOLUS_UG = 100_000.0
 MAX_CONCENTRATION_UG_PER_ML = 100_000.0
+MIN_PRIMING_UL_PER_H = 1.0
+MAX_PRIMING_H = 24.0
 
 
 def _check_time_of_day(text: str) -> str:
@@ -30,7 +32,12 @@ def _check_time_of_day(text: str) -> str:
 TimeOfDay = Annotated[
     str,
     AfterValidator(_check_time_of_day),
-    Field(description="time of day HH:MM, 00:00 to 23:59", examples=["08:30"]),
+    Field(
+        description="time of day HH:MM, 00:00 to 23:59",
+        examples=["08:30"],
+        # The rule _check_time_of_day enforces (with a message naming the value), as a schema.
+        json_schema_extra={"pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+    ),
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Lower bounds are the programmer's resolution (0.1 µg, 1 min): smaller values mean nothing
@@ -61,7 +68,7 @@ class PatientBolus(StrictModel):
     dose_ug: BolusUg
     duration_min: DurationMin
     lockout_min: Annotated[float, Field(ge=0, le=MINUTES_PER_DAY, allow_inf_nan=False)]
-    max_per_24h: Annotated[int, Field(ge=1, le=24)]
+    max_per_24h: Annotated[int, Field(ge=1, le=24), BeforeValidator(whole_number)]
 
     @model_validator(mode="after")
     def _lockout_covers_duration(self) -> PatientBolus:
@@ -190,7 +197,9 @@ class PeriodicBolusTherapy(_Therapy):
     bolus_dose_ug: BolusUg
     bolus_duration_min: DurationMin
     times: Annotated[list[TimeOfDay], Field(min_length=1, max_length=48)] | None = None
-    every_h: Literal[1, 2, 3, 4, 6, 8, 12, 24] | None = None
+    every_h: Annotated[Literal[1, 2, 3, 4, 6, 8, 12, 24], BeforeValidator(whole_number)] | None = (
+        None
+    )
     first_at: TimeOfDay = "00:00"
     patient_bolus: PatientBolus | None = None
 
@@ -254,7 +263,28 @@ class PrimingBolusTherapy(_LeadInTherapy):
     """Priming bolus: fills the empty catheter and tubing at the priming rate, then ``then``."""
 
     mode: Literal["priming_bolus"]
-    rate_ul_per_h: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)]
+    rate_ul_per_h: Annotated[
+        float,
+        Field(
+            ge=MIN_PRIMING_UL_PER_H,
+            le=10_000,
+            allow_inf_nan=False,
+            description=f"at least {MIN_PRIMING_UL_PER_H:g} µL/h (slower, a drive step of "
+            "0.036 µL comes minutes apart and a catheter takes weeks to fill); priming must "
+            f"end within {MAX_PRIMING_H:g} h",
+        ),
+    ]
+
+    @model_validator(mode="after")
+    def _priming_ends_within_a_day(self) -> PrimingBolusTherapy:
+        hours = self.catheter.volume_ul / self.rate_ul_per_h
+        if hours > MAX_PRIMING_H:
+            raise ValueError(
+                f"priming {self.catheter.volume_ul:g} µL at {self.rate_ul_per_h:g} µL/h would "
+                f"take {hours:.0f} h: allowed at most {MAX_PRIMING_H:g} h (a rate of at least "
+                f"{self.catheter.volume_ul / MAX_PRIMING_H:.0f} µL/h for this catheter)"
+            )
+        return self
 
 
 class BridgeBolusTherapy(_LeadInTherapy):

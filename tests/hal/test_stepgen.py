@@ -155,6 +155,20 @@ def test_real_time_thread_issues_a_move_exactly_then_stops(drive, mock_factory):
         stepper.close()
 
 
+def test_the_latest_step_is_kept_until_reset(drive):
+    stepper = SoftwareStepGenerator(drive, record_lateness=True)
+    stepper.start()
+    try:
+        stepper.move(300, 3000.0)
+        assert stepper.wait_move(10.0)
+        assert len(stepper.lateness_s) == 300
+        assert stepper.max_lateness_s == max(stepper.lateness_s)
+        stepper.reset_lateness()
+        assert stepper.max_lateness_s == 0.0
+    finally:
+        stepper.close()
+
+
 class FakeLgpio:
     """lgpio's pulse-train queue as the C library runs it, on a manual clock.
 

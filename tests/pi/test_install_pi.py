@@ -220,9 +220,9 @@ def test_every_file_lands_where_it_should_and_a_second_run_changes_nothing(pi):
 
     # Config and books: the shipped rig.toml, readable; the books the service user's alone.
     assert pi.text("etc/itbrig/rig.toml") == DEFAULT_CONFIG_PATH.read_text()
-    assert pi.mode("etc/itbrig") == "0o755" and pi.mode("etc/itbrig/rig.toml") == "0o644"
+    assert pi.mode("etc/itbrig") == "0o755" and pi.mode("etc/itbrig/rig.toml") == "0o600"
     books = pi.root / "var/lib/itbrig"
-    assert pi.mode("var/lib/itbrig") == "0o750"
+    assert pi.mode("var/lib/itbrig") == "0o700"
     assert books.stat().st_uid == os.getuid()
 
     # udev rules from rig.toml: the balance's adapter gets its stable name.

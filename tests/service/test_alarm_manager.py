@@ -6,7 +6,8 @@ import pytest
 
 from hal.devices import AlarmBuzzer, StatusLed
 from rig.service.alarm_manager import MAX_SILENCE_S, AlarmManager
-from rig.service.books import RigStore
+from rig.service.books import RigStore, StorageError
+from rig.service.records import PendingRecords
 from tests.manual_clock import ManualClock
 
 
@@ -115,3 +116,55 @@ def test_unknown_alarm_id_and_code(setup):
         manager.acknowledge(9999, role="clinician")
     with pytest.raises(ValueError):
         manager.raise_condition("gremlins", "?")
+
+
+def test_delivery_stops_before_the_alarm_is_written(setup, monkeypatch):
+    manager, store, _buzzer, _led, _clock, _stops = setup
+    order: list[str] = []
+    real_raise = store.raise_alarm
+    monkeypatch.setattr(
+        store, "raise_alarm", lambda *a, **k: order.append("written") or real_raise(*a, **k)
+    )
+    manager._on_stop_delivery = lambda code: order.append(f"stopped {code}")
+    manager.raise_condition("runaway", "flow 3x program")
+    assert order == ["stopped runaway", "written"]
+
+
+def test_an_alarm_sounds_and_shows_when_the_books_cannot_be_written(setup):
+    manager, store, buzzer, led, _clock, stops = setup
+    failures = []
+    manager.records.on_failure = failures.append
+    store._db.execute("PRAGMA query_only = 1")  # every write refused by SQLite
+    assert manager.raise_condition("occlusion", "line blocked")
+    assert stops == ["occlusion"]
+    assert buzzer.bursts[-1][1] == 10  # sounded at once, without the books
+    assert led.color != (0, 0, 0)
+    assert len(failures) == 1 and failures[0].kind == "readonly"
+    (alarm,) = manager.active_alarms()
+    assert (alarm["code"], alarm["id"], alarm["on_books"]) == ("occlusion", None, False)
+    manager.condition_gone("occlusion")
+    assert manager.records.pending == 1
+    # Acknowledging needs the books: refused, and nothing changes.
+    with pytest.raises(StorageError):
+        manager.acknowledge(role="clinician")
+    assert manager.active_codes == ["occlusion"]
+    # The books are back: what waited is written, in order, and the alarm has its id.
+    store._db.execute("PRAGMA query_only = 0")
+    assert manager.records.flush()
+    (alarm,) = manager.active_alarms()
+    assert alarm["on_books"] and [row["code"] for row in store.active_alarms()] == ["occlusion"]
+    manager.acknowledge(role="clinician")
+    assert manager.active_codes == [] and store.active_alarms() == []
+
+
+def test_records_wait_in_order_and_are_counted_past_the_limit(setup):
+    _manager, store, *_ = setup
+    records = PendingRecords(store, limit=3)
+    store._db.execute("PRAGMA query_only = 1")
+    for n in range(5):
+        records.write(f"event {n}", lambda n=n: store.add_event("note", f"event {n}"))
+    assert (records.pending, records.dropped) == (3, 2)
+    assert not records.flush()
+    store._db.execute("PRAGMA query_only = 0")
+    assert records.flush() and records.written_late == 3
+    assert [e["message"] for e in store.events(kind="note")] == ["event 0", "event 1", "event 2"]

@@ -100,11 +100,33 @@ def test_access_token_is_required_on_every_request_when_set(tmp_path):
 
     from rig.client.launcher import ServiceProcess
 
-    args = ["--allow-remote", "--access-token", "s3cret-token"]
+    token_file = tmp_path / "access-token"
+    token_file.write_text("s3cret-token-of-24-chars\n")
+    token_file.chmod(0o600)
+    args = ["--allow-remote", "--access-token-file", str(token_file)]
     with ServiceProcess(data_dir=tmp_path / "books", extra_args=args) as service:
         # ServiceProcess waits for /api/status: it answers 401 without the token, so wait here.
         assert httpx.get(f"{service.url}/api/status").status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert httpx.get(f"{service.url}/api/status", headers=wrong).status_code == 401
-        right = {"Authorization": "Bearer s3cret-token"}
+        right = {"Authorization": "Bearer s3cret-token-of-24-chars"}
         assert httpx.get(f"{service.url}/api/status", headers=right).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--access-token", "a-long-enough-token-123"], {}, "shows in `ps`"),
+        ([], {"ITBRIG_ACCESS_TOKEN": "short"}, "at least 16"),
+        ([], {"ITBRIG_ACCESS_TOKEN": "spaces are not allowed ok"}, "visible ASCII"),
+        (["--access-token-file", "/nonexistent/token"], {}, "cannot read"),
+    ],
+)
+def test_access_tokens_come_from_a_file_or_the_environment_and_are_long(
+    args, env, message, capsys, monkeypatch
+):
+    monkeypatch.delenv("ITBRIG_ACCESS_TOKEN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", str(free_port()), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -114,5 +114,5 @@ def test_a_real_service_with_full_books_raises_the_alarm_and_refuses_to_start(
     with httpx.Client(base_url=service.url) as http:
         refused = http.post("/api/start", headers={"X-Session": client.session_token})
     assert refused.status_code == 409
-    assert "the power-on self-test failed" in refused.json()["detail"]
+    assert "the power-on self-test failed" in refused.json()["detail"][0]["message"]
     assert client.get("/api/bench")["steps_issued"] == 0

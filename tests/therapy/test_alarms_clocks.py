@@ -52,6 +52,7 @@ def test_catalogue_covers_every_code_with_text():
         ("plunger_at_end", "high", True),
         ("limit_switch", "high", True),
         ("self_test_failed", "high", True),
+        ("storage_failure", "high", True),
     ],
 )
 def test_priorities_and_delivery_stop(code, priority, stops):

@@ -108,6 +108,29 @@ def test_priming_volume_from_catheter():
     assert program.main_therapy.mode == "continuous"
 
 
+@pytest.mark.parametrize(
+    ("rate_ul_per_h", "needle"),
+    [
+        (1e-9, "rate_ul_per_h: Input should be greater than or equal to 1"),
+        (0.5, "rate_ul_per_h: Input should be greater than or equal to 1"),
+        (5.0, "would take 32 h: allowed at most 24 h (a rate of at least 7 µL/h"),
+    ],
+)
+def test_a_priming_rate_the_drive_cannot_resolve_or_days_long_is_refused(rate_ul_per_h, needle):
+    program = tomllib.loads((EXAMPLES / "priming_bolus.toml").read_text())  # 159 µL
+    with pytest.raises(InputError, match=re.escape(needle)):
+        parse_program(program | {"rate_ul_per_h": rate_ul_per_h})
+    assert parse_program(program | {"rate_ul_per_h": 7.0}).root.rate_ul_per_h == 7.0
+
+
+def test_schema_states_the_time_of_day_rule_and_whole_number_counts():
+    schema = json.dumps(Program.model_json_schema())
+    assert "^([01][0-9]|2[0-3]):[0-5][0-9]$" in schema.replace("\\\\", "\\")
+    block = {"dose_ug": 25, "duration_min": 10, "lockout_min": 180, "max_per_24h": 4.0}
+    program = parse_program(_program(mode="continuous", dose_ug_per_day=300, patient_bolus=block))
+    assert program.patient_bolus.max_per_24h == 4
+
+
 def test_bridge_keeps_following_program():
     program = load_program(EXAMPLES / "bridge_bolus.toml")
     assert program.main_therapy.dose_ug_per_day == 300

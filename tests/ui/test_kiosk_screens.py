@@ -51,6 +51,7 @@ STATUS = {
     },
     "alarms": [],
     "silence_remaining_s": 0.0,
+    "security": {"factory_pins": ["trainee", "clinician", "engineer"], "warning": "..."},
 }
 
 
@@ -115,6 +116,8 @@ def test_home_shows_the_program_in_clinical_and_bench_units(kiosk, drive):
     assert "30.0 days" in home.ids.to_low.text
     assert "04 Feb 2026" in home.ids.low_at.text
     assert home.ids.start_stop.text == "Stop"
+    # The rig still has the factory PINs: Home says so.
+    assert "Factory PIN in use: trainee, clinician, engineer" in home.ids.security.text
 
 
 def test_trend_plot_draws_measured_and_expected(kiosk, drive):

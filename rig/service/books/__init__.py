@@ -36,6 +36,8 @@ from rig.service.books.schema import (
     RunState,
     StateError,
     StorageError,
+    iso_utc,
+    utc_now,
 )
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "RunState",
     "StateError",
     "StorageError",
+    "iso_utc",
+    "utc_now",
 ]
 
 

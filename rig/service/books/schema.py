@@ -4,10 +4,11 @@ concern of the books (programs and events, alarms, ledger, boluses, recovery, PI
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any, Self
 import sqlite_utils
 
 SECONDS_PER_PATIENT_DAY = 86_400.0
+DATA_DIR_MODE = 0o700
+BOOKS_FILE_MODE = 0o600
+"""The books and their directory are the rig owner's alone (SQLite gives the WAL and shared-memory
+files the database file's permissions)."""
 BOLUS_KINDS = ("patient", "single", "priming", "bridge", "clinician")
 ALARM_PRIORITIES = ("high", "medium", "low")  # highest first
 AUDIT_OUTCOMES = ("ok", "rejected")
@@ -41,7 +46,8 @@ class StorageError(RuntimeError):
     """The books could not be read or written; nothing from the failed operation was stored.
 
     ``kind`` is one of ``full``, ``readonly``, ``corrupt``, ``cantopen``, ``io``, ``busy``,
-    ``constraint``, ``schema`` or ``other``; ``sqlite_error`` is SQLite's error name, if any.
+    ``constraint``, ``schema``, ``pending`` (earlier records still wait to be written) or
+    ``other``; ``sqlite_error`` is SQLite's error name, if any.
     """
 
     def __init__(self, message: str, *, kind: str, sqlite_error: str | None = None) -> None:
@@ -91,6 +97,7 @@ class EventKind(StrEnum):
     SERVICE = "service"
     RECOVERY = "recovery"
     PIN = "pin"
+    STORAGE = "storage"
 
 
 # SQLite's primary error name → (StorageError.kind, what it means for the operator).
@@ -255,6 +262,28 @@ def _storage_error(error: sqlite3.Error, operation: str, path: Path) -> StorageE
     )
 
 
+def _private_files(path: Path) -> None:
+    """Create the data directory (0700) and the books file (0600) before SQLite opens it; tighten
+    an existing books file to 0600. A directory that already existed is left as it is."""
+    try:
+        path.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot create the data directory {path.parent}: {error.strerror}",
+            kind="cantopen",
+        ) from error
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, BOOKS_FILE_MODE)
+    except OSError as error:
+        raise StorageError(
+            f"cannot open the books {path}: {error.strerror}", kind="cantopen"
+        ) from error
+    try:
+        os.fchmod(descriptor, BOOKS_FILE_MODE)
+    finally:
+        os.close(descriptor)
+
+
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_QUERY_ROWS:
         raise ValueError(f"limit must be between 1 and {MAX_QUERY_ROWS}, got {limit}")
@@ -269,6 +298,7 @@ class Books:
         self._path = path
         self._clock = clock
         self._lock = threading.RLock()
+        self._transaction_thread: int | None = None
 
     # ----------------------------------------------------------------- opening and plumbing
 
@@ -276,13 +306,7 @@ class Books:
     def open(cls, path: Path | str, *, clock: Clock = utc_now, busy_timeout_s: float = 5.0) -> Self:
         """Open (creating directory and file if needed) and migrate the books at *path*."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(
-                f"cannot create the data directory {path.parent}: {error.strerror}",
-                kind="cantopen",
-            ) from error
+        _private_files(path)
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout_s)
@@ -340,13 +364,33 @@ class Books:
 
     @contextmanager
     def _write(self, operation: str) -> Iterator[sqlite_utils.Database]:
-        """One transaction under the lock; any SQLite error becomes :class:`StorageError`."""
+        """One transaction under the lock; any SQLite error becomes :class:`StorageError`.
+
+        Inside :meth:`transaction` it is a savepoint of the caller's transaction.
+        """
         with self._lock:
+            outermost = self._transaction_thread is None
+            if outermost:
+                self._transaction_thread = threading.get_ident()
             try:
                 with self._db.atomic():
                     yield self._db
             except sqlite3.Error as error:
                 raise _storage_error(error, operation, self._path) from error
+            finally:
+                if outermost:
+                    self._transaction_thread = None
+
+    def transaction(self, operation: str) -> AbstractContextManager[sqlite_utils.Database]:
+        """Several writes as one transaction: every store method called inside it (on this
+        thread) joins it, and nothing is committed unless all of them succeed. A failure, the
+        commit's included, raises :class:`StorageError` naming *operation*."""
+        return self._write(operation)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside a transaction of the books."""
+        return self._transaction_thread == threading.get_ident()
 
     @contextmanager
     def _read(self, operation: str) -> Iterator[sqlite_utils.Database]:
