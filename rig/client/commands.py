@@ -1,9 +1,10 @@
 """Command-line clients of the rig service: ``itbrig status``, ``program``, ``start``, ``alarms``...
 
 Every command takes ``--url`` (default ``$ITBRIG_URL`` or http://127.0.0.1:8470) and ``--json``
-(print the service's answer as JSON). Commands that change state log in first with ``--role`` and
-``--pin`` (or ``$ITBRIG_ROLE`` / ``$ITBRIG_PIN``). ``itbrig pin change --role R`` asks for PINs on
-the terminal (never as options, which ``ps`` would show).
+(print the service's answer as JSON). Commands that change state log in first as ``--role`` (or
+``$ITBRIG_ROLE``) with ``$ITBRIG_PIN``, else the PIN asked for on the terminal (``--pin`` works too,
+though ``ps`` shows options to every user). ``itbrig pin change --role R`` asks for new PINs
+the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rig.client.http import RigClient, ServiceRejected, ServiceUnreachable
 from rig.common.inputs import InputError, read_toml
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+PIN_ENV, NEW_PIN_ENV = "ITBRIG_PIN", "ITBRIG_NEW_PIN"
 REFILL_WAIT_S = 180.0  # a 40 mL fill at the drive's maximum rate takes about two minutes
 
 
@@ -48,9 +50,7 @@ def _client(args: argparse.Namespace, *, login: bool) -> RigClient:
     client = RigClient(args.url)
     if login:
         role = args.role or os.environ.get("ITBRIG_ROLE") or "clinician"
-        pin = args.pin or os.environ.get("ITBRIG_PIN")
-        if not pin:
-            raise InputError(f"--pin: the {role} PIN is needed for this command (or $ITBRIG_PIN)")
+        pin = args.pin or os.environ.get(PIN_ENV) or _ask_pin(f"{role} PIN", PIN_ENV)
         client.login(role, pin)
     return client
 
@@ -239,14 +239,12 @@ def cmd_refill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-NEW_PIN_ENV = "ITBRIG_NEW_PIN"
-
-
-def _ask_pin(prompt: str) -> str:
+def _ask_pin(prompt: str, env: str) -> str:
+    """A PIN typed on the terminal without echo; scripts set ``env`` instead."""
     import getpass
 
     if not sys.stdin.isatty():
-        raise InputError(f"{prompt}: no terminal to ask on (set ${NEW_PIN_ENV} for scripts)")
+        raise InputError(f"{prompt}: needed, and there is no terminal to ask on (set ${env})")
     return getpass.getpass(f"{prompt}: ")
 
 
@@ -256,11 +254,11 @@ def cmd_pin_change(args: argparse.Namespace) -> int:
     if role is None:
         raise InputError("--role: name the role whose PIN changes (trainee, clinician, engineer)")
     by = args.by or role
-    current = args.pin or os.environ.get("ITBRIG_PIN") or _ask_pin(f"current {by} PIN")
+    current = args.pin or os.environ.get(PIN_ENV) or _ask_pin(f"current {by} PIN", PIN_ENV)
     new_pin = os.environ.get(NEW_PIN_ENV)
     if new_pin is None:
-        new_pin = _ask_pin(f"new {role} PIN (4 to 8 digits)")
-        if _ask_pin(f"new {role} PIN again") != new_pin:
+        new_pin = _ask_pin(f"new {role} PIN (4 to 8 digits)", NEW_PIN_ENV)
+        if _ask_pin(f"new {role} PIN again", NEW_PIN_ENV) != new_pin:
             raise InputError("new PIN: the two entries differ; nothing was changed")
     body = {"new_pin": new_pin}
     if by == role:
@@ -298,7 +296,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--url", help="rig service URL (default $ITBRIG_URL or local)")
     common.add_argument("--json", action="store_true", help="print the answer as JSON")
     common.add_argument("--role", choices=("trainee", "clinician", "engineer"), default=None)
-    common.add_argument("--pin", default=None, help="PIN of the role (or $ITBRIG_PIN)")
+    common.add_argument(
+        "--pin",
+        default=None,
+        help="PIN of the role; prefer $ITBRIG_PIN or the prompt (ps shows options)",
+    )
 
     def add(name: str, handler, help_text: str, parent=subparsers) -> argparse.ArgumentParser:
         parser = parent.add_parser(name, parents=[common], help=help_text)

@@ -84,6 +84,21 @@ def test_wrong_pin_unreachable_service_and_silence_limit(cli, monkeypatch):
     assert code == 1 and "does not answer" in err
 
 
+def test_pin_is_asked_on_the_terminal_never_needed_as_an_option(cli, monkeypatch):
+    import getpass
+    import sys
+
+    monkeypatch.delenv("ITBRIG_PIN")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    code, _, err = cli("stop")
+    assert code == 2 and "clinician PIN" in err and "$ITBRIG_PIN" in err
+    asked: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: asked.append(prompt) or "2222")
+    assert cli("stop")[0] == 0
+    assert asked == ["clinician PIN: "]
+
+
 def test_serve_beyond_loopback_needs_explicit_option_and_token(capsys, monkeypatch):
     monkeypatch.delenv("ITBRIG_ACCESS_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0"]) == 2
