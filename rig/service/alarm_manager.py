@@ -39,6 +39,13 @@ TONE_HZ: dict[AlarmPriority, float] = {
 }
 
 
+def annunciate(buzzer: Buzzer, led: Led, priority: AlarmPriority) -> None:
+    """One burst and the LED of *priority*: an alarm shown and sounded with no books at all."""
+    signal = SIGNALS[priority]
+    led.show(signal.led_colour, signal.flash_hz)
+    buzzer.burst(TONE_HZ[priority], signal.burst_pulses)
+
+
 class Buzzer(Protocol):
     def burst(
         self, frequency_hz: float, pulses: int, pulse_on_s: float = ..., pulse_off_s: float = ...

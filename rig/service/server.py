@@ -11,18 +11,21 @@ import signal
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 
 import uvicorn
 
 from hal.bench import Bench, build_bench
 from rig.common.inputs import InputError
+from rig.service.alarm_manager import annunciate
 from rig.service.api import create_app
 from rig.service.auth import Authenticator
-from rig.service.books import RigStore
+from rig.service.books import EventKind, RigStore, StorageError
 from rig.service.config import RigConfig, load_config
 from rig.service.loop import RigService
 from rig.service.selftest import CheckResult, SelfTestReport, run_selftest
+from rig.therapy.alarms import AlarmPriority
 
 DEFAULT_PORT = 8470
 DEFAULT_DATA_DIR = Path("data")
@@ -30,6 +33,7 @@ ACCESS_TOKEN_ENV = "ITBRIG_ACCESS_TOKEN"
 ACCESS_TOKEN_FILE_ENV = "ITBRIG_ACCESS_TOKEN_FILE"
 MIN_ACCESS_TOKEN_CHARS = 16
 SWITCH_INTERVAL_S = 0.001
+BOOKS_RETRY_S = 5.0  # the high alarm's repeat interval: one burst per attempt
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: safe in an HTTP header
 
@@ -103,13 +107,14 @@ def serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     bench = build_bench(config, args.hal)
     report = power_on_self_test(bench, data_dir, config, notify)
-    try:
-        store = RigStore.open(data_dir / "rig.db")
-    except Exception:
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    store = open_books(bench, data_dir / "rig.db", notify, stopping=stopping)
+    if store is None:
         bench.close()
-        if not report.passed:
-            log.error("cannot open the books: %s", report.failure_message())
-        raise
+        log.info("rig service stopped before the books could be opened")
+        return 0
     service = RigService(
         bench,
         store,
@@ -150,6 +155,45 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         log.info("rig service stopped; books closed")
     return 0
+
+
+def open_books(
+    bench: Bench,
+    path: Path,
+    notify,
+    *,
+    stopping: threading.Event,
+    retry_s: float = BOOKS_RETRY_S,
+) -> RigStore | None:
+    """The books, opened; while they cannot be (disk full, read-only, not mounted, corrupt), the
+    high storage-failure alarm sounds and shows on the bench (no books needed for that), systemd
+    is told why, and opening is retried every *retry_s*. None if asked to stop meanwhile."""
+    failed_since_s: float | None = None
+    while True:
+        try:
+            store = RigStore.open(path)
+        except (StorageError, OSError) as error:
+            if failed_since_s is None:
+                failed_since_s = time.monotonic()
+                log.error("cannot open the books %s: %s; retrying every %g s", path, error, retry_s)
+            annunciate(bench.buzzer, bench.led, AlarmPriority.HIGH)
+            if notify is not None:
+                notify(f"STATUS=storage failure: cannot open the books ({error})")
+                notify(f"EXTEND_TIMEOUT_USEC={int(3 * retry_s * 1e6)}")
+            if stopping.wait(retry_s):
+                return None
+            continue
+        if failed_since_s is not None:
+            waited_s = time.monotonic() - failed_since_s
+            bench.buzzer.silence()
+            log.warning("books opened after %.1f s", waited_s)
+            store.add_event(
+                EventKind.STORAGE,
+                f"storage failure at start: the books could not be opened for {waited_s:.1f} "
+                "bench s; the service started once they could",
+                detail={"waited_s": round(waited_s, 1)},
+            )
+        return store
 
 
 def power_on_self_test(bench: Bench, data_dir: Path, config: RigConfig, notify) -> SelfTestReport:

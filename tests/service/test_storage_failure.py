@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -379,3 +380,76 @@ def test_storage_error_inside_a_transaction_is_not_queued(rig):
     with pytest.raises(StorageError), rig.store.transaction("a test"):
         rig.service.records.write("an event", lambda: rig.store.add_event("note", "x"))
     assert rig.service.records.pending == 0
+
+
+def test_books_that_cannot_be_opened_at_start_sound_the_alarm_until_they_can(tmp_path):
+    import threading
+
+    from hal.bench import build_bench
+    from rig.service.alarm_manager import TONE_HZ
+    from rig.service.books import RigStore
+    from rig.service.config import load_config
+    from rig.service.server import open_books
+    from rig.therapy.alarms import SIGNALS, AlarmPriority
+
+    bench = build_bench(load_config(), "sim")
+    books = tmp_path / "rig.db"
+    books.mkdir()  # a directory where the database file should be: SQLite cannot open it
+    shown: list[tuple[str, float | None]] = []
+    bursts: list[float] = []
+    bench.led.show = lambda colour, flash_hz=None: shown.append((colour, flash_hz))
+    bench.buzzer.burst = lambda frequency_hz, pulses, *a, **k: bursts.append(frequency_hz)
+    notes: list[str] = []
+    opened: list[RigStore | None] = []
+    worker = threading.Thread(
+        target=lambda: opened.append(
+            open_books(bench, books, notes.append, stopping=threading.Event(), retry_s=0.02)
+        )
+    )
+    try:
+        worker.start()
+        deadline = time.monotonic() + 5
+        while len(bursts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not opened, "returned without books"
+        high = SIGNALS[AlarmPriority.HIGH]
+        assert bursts and set(bursts) == {TONE_HZ[AlarmPriority.HIGH]}
+        assert shown[-1] == (high.led_colour, high.flash_hz) and high.led_colour == "red"
+        assert any(n.startswith("STATUS=storage failure: cannot open the books") for n in notes)
+        assert any(n.startswith("EXTEND_TIMEOUT_USEC=") for n in notes)
+        books.rmdir()
+        worker.join(5)
+        store = opened[0]
+        assert store is not None
+        events = [e for e in store.events() if e["kind"] == "storage"]
+        assert len(events) == 1 and "could not be opened" in events[0]["message"]
+        store.close()
+    finally:
+        worker.join(5)
+        bench.close()
+
+
+def test_service_process_waits_for_its_books_instead_of_exiting(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "rig.db").mkdir()
+    serve = ["serve", "--hal", "sim", "--data-dir", str(tmp_path), "--port", "0"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rig.cli", *serve],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "cannot open the books" in line:
+                break
+        time.sleep(0.5)
+        assert process.poll() is None, "the service exited without its books"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
