@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rig.service.books import AlarmStateError, RigStore, StorageError, iso_utc, utc_now
+from rig.service.books import AlarmStateError, EventKind, RigStore, StorageError, iso_utc, utc_now
 from rig.service.records import PendingRecords
 from rig.therapy.alarms import SIGNALS, AlarmPriority, AlarmSpec, alarm_spec, highest_priority
 
@@ -248,6 +248,30 @@ class AlarmManager:
             self._silenced_until = self._clock() + duration_s
             self._buzzer.silence()
             return duration_s
+
+    def silence_while_unwritable(
+        self, duration_s: float, *, role: str, patient_s: float | None = None
+    ) -> float:
+        """Pause the sound though the books cannot be written: a pause hides no alarm (each
+        stays shown and a new high one sounds at once), so it is applied and its record waits
+        for the books like every other record meanwhile."""
+        if not 0 < duration_s <= MAX_SILENCE_S:
+            raise ValueError(f"silence duration must be 0 < s <= {MAX_SILENCE_S:g} s")
+        with self._lock:
+            self._silenced_until = self._clock() + duration_s
+            self._buzzer.silence()
+        self.records.write(
+            "record the silence",
+            lambda: self._store.add_event(
+                EventKind.ALARM,
+                f"alarm sound paused for {duration_s:g} s by {role} while the books could not "
+                "be written",
+                role=role,
+                patient_s=patient_s,
+                detail={"silenced_s": duration_s},
+            ),
+        )
+        return duration_s
 
     # -- rollback -------------------------------------------------------------------------------
 

@@ -485,9 +485,19 @@ def create_app(
     def silence(
         body: SilenceRequest, role: Annotated[Role, Depends(require(Action.ALARM_SILENCE))]
     ) -> dict[str, Any]:
-        granted = audited(
-            role, "alarms.silence", body, lambda: service.silence(body.duration_s, role.value)
-        )
+        if service.storage_ok:
+            granted = audited(
+                role, "alarms.silence", body, lambda: service.silence(body.duration_s, role.value)
+            )
+        else:  # the one change allowed while the books cannot be written: its records wait
+            granted = service.silence_while_unwritable(body.duration_s, role.value)
+            service.records.write(
+                "audit the silence",
+                lambda: store.add_audit(
+                    "alarms.silence", role=role.value, request=body.model_dump(mode="json"),
+                    outcome="ok", detail="while the books could not be written",
+                ),
+            )  # fmt: skip
         return {"silenced_s": granted}
 
     @app.get("/api/events", responses=responses(*ANY, 422, 507))

@@ -1047,6 +1047,12 @@ class RigService:
         with self.transaction("silence alarms"):
             return self.alarms.silence(duration_s, role=role, patient_s=self._patient_s())
 
+    def silence_while_unwritable(self, duration_s: float, role: str) -> float:
+        """The alarm sound paused while the books cannot be written (recorded once they can)."""
+        return self.alarms.silence_while_unwritable(
+            duration_s, role=role, patient_s=self._patient_s()
+        )
+
     def refill_withdrawn(self, withdrawn_ml: float, role: str = "clinician") -> RefillVerdict:
         with self.transaction("record the withdrawn volume"):
             reservoir = self.engine.state.reservoir

@@ -290,6 +290,8 @@ def test_while_the_books_cannot_be_written_every_change_is_refused_and_nothing_m
     trainee = rig.login("trainee", "1111")  # logging in needs no write: still possible
     engineer = rig.login("engineer", "3333")
     for method, path, body, _check in ENDPOINTS:
+        if path == "/api/alarms/silence":
+            continue  # the one change allowed: see the test below
         path, body = path.format(alarm_id=1), body
         if body == "confirm":
             body = {"proposal_id": "0" * 32, "accept_warnings": True}
@@ -332,6 +334,17 @@ def test_loop_commit_failing_stops_the_motor_and_raises_the_alarm_within_a_secon
     assert rig.rig.bench.stepper.steps_issued == stopped_at
     assert rig.service.records.pending > 0
 
+    # The sound can be paused meanwhile (every alarm stays shown); a clinician may, a trainee
+    # may not, and the pause is written once the books can be.
+    trainee = rig.login("trainee", "1111")
+    reply = rig.call("POST", "/api/alarms/silence", {"duration_s": 30}, trainee)
+    assert reply.status_code == 403
+    reply = rig.call("POST", "/api/alarms/silence", {"duration_s": 30})
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"silenced_s": 30}
+    assert rig.service.alarms.silence_remaining_s() == pytest.approx(30, abs=0.5)
+    assert {"storage_failure", "flow_while_stopped"} <= set(rig.active_codes())
+
     # Space again: what waited is written, in order; the storage condition has gone.
     rig.service.bench.sim.bench.clear_faults()
     rig.mend_storage()
@@ -343,6 +356,8 @@ def test_loop_commit_failing_stops_the_motor_and_raises_the_alarm_within_a_secon
     assert "writable again" in storage_events[-1]
     booked = {row["code"] for row in rig.store.alarm_history(20)}
     assert {"storage_failure", "flow_while_stopped"} <= booked
+    paused = [e for e in rig.store.events(kind="alarm", limit=50) if "sound paused" in e["message"]]
+    assert len(paused) == 1 and "while the books could not be written" in paused[0]["message"]
     assert all(alarm["on_books"] for alarm in rig.service.alarms.active_alarms())
     # Delivery stays stopped until someone acknowledges and starts it again.
     assert rig.call("POST", "/api/start").status_code == 409
