@@ -35,6 +35,28 @@ from starlette.websockets import WebSocketDisconnect
 from hal.config import Fraction, StrictModel
 from hal.sim.bench import LeakFraction
 from rig.common.inputs import InputError
+from rig.service.api_bodies import (
+    Acknowledged,
+    AlarmsBody,
+    Aspirating,
+    BenchBody,
+    BolusDecision,
+    BolusRow,
+    DayVolume,
+    EventRow,
+    FaultsBody,
+    FillBody,
+    LoggedIn,
+    LoggedOut,
+    LoopBody,
+    PinChanged,
+    ProgramRow,
+    Proposal,
+    RefillVerdict,
+    SelfTestBody,
+    Silenced,
+    StatusBody,
+)
 from rig.service.auth import (
     DEFAULT_PINS,
     Action,
@@ -321,13 +343,13 @@ def create_app(
 
     propose_examples = _program_examples()
 
-    @app.get("/api/status", responses=responses(*ANY))
+    @app.get("/api/status", response_model=None, responses=responses(*ANY, ok=StatusBody))
     def get_status() -> dict[str, Any]:
         """Everything a display needs (``loop``: the delivery loop's timing; ``storage``:
         whether the books can be written; ``security``: factory PINs in use)."""
         return full_status()
 
-    @app.post("/api/login", responses=responses(*BODY, 429))
+    @app.post("/api/login", response_model=None, responses=responses(*BODY, 429, ok=LoggedIn))
     def login(body: LoginRequest) -> dict[str, Any]:
         """A session for a role; wrong PINs and lockouts are audited."""
         request = {"role": body.role}
@@ -348,14 +370,18 @@ def create_app(
         )
         return {"token": token, "role": body.role}
 
-    @app.post("/api/logout", responses=responses(*ANY))
+    @app.post("/api/logout", response_model=None, responses=responses(*ANY, ok=LoggedOut))
     def logout(x_session: Annotated[str | None, Header()] = None) -> dict[str, bool]:
         if x_session:
             with contextlib.suppress(UnknownSession):
                 auth.logout(x_session)
         return {"ok": True}
 
-    @app.put("/api/pins/{role}", responses=responses(*BODY, *CHANGE, 429))
+    @app.put(
+        "/api/pins/{role}",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, 429, ok=PinChanged),
+    )
     def change_pin(
         role: Annotated[Literal["trainee", "clinician", "engineer"], Path()],
         body: PinChangeRequest,
@@ -383,7 +409,11 @@ def create_app(
         audited(caller, "pins.change", request, lambda: auth.set_pin(target, body.new_pin))
         return {"role": role, "changed": True, "security": security_status()}
 
-    @app.post("/api/program/propose", responses=responses(*BODY, *CHANGE, 409))
+    @app.post(
+        "/api/program/propose",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, 409, ok=Proposal),
+    )
     def propose(
         body: Annotated[ProposeRequest, Body(openapi_examples=propose_examples)],
         role: Annotated[Role, Depends(require(Action.PROGRAM))],
@@ -402,7 +432,11 @@ def create_app(
         proposal = audited(role, "program.propose", body, propose_checked)
         return proposal.model_dump(mode="json")
 
-    @app.post("/api/program/confirm", responses=responses(*BODY, *CHANGE, 409))
+    @app.post(
+        "/api/program/confirm",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, 409, ok=StatusBody),
+    )
     def confirm(
         body: ConfirmRequest, role: Annotated[Role, Depends(require(Action.PROGRAM))]
     ) -> dict[str, Any]:
@@ -414,26 +448,36 @@ def create_app(
         )
         return full_status()
 
-    @app.get("/api/program/history", responses=responses(*ANY, 507))
+    @app.get(
+        "/api/program/history",
+        response_model=None,
+        responses=responses(*ANY, 507, ok=list[ProgramRow]),
+    )
     def program_history() -> list[dict[str, Any]]:
         return store.program_history()
 
-    @app.post("/api/start", responses=responses(*CHANGE, 409))
+    @app.post("/api/start", response_model=None, responses=responses(*CHANGE, 409, ok=StatusBody))
     def start(role: Annotated[Role, Depends(require(Action.START_STOP))]) -> dict[str, Any]:
         audited(role, "start", {}, lambda: service.start_delivery(role.value))
         return full_status()
 
-    @app.post("/api/stop", responses=responses(*CHANGE))
+    @app.post("/api/stop", response_model=None, responses=responses(*CHANGE, ok=StatusBody))
     def stop(role: Annotated[Role, Depends(require(Action.START_STOP))]) -> dict[str, Any]:
         audited(role, "stop", {}, lambda: service.stop_delivery(role.value))
         return full_status()
 
-    @app.post("/api/recovery/resume", responses=responses(*CHANGE, 409))
+    @app.post(
+        "/api/recovery/resume",
+        response_model=None,
+        responses=responses(*CHANGE, 409, ok=StatusBody),
+    )
     def resume(role: Annotated[Role, Depends(require(Action.START_STOP))]) -> dict[str, Any]:
         audited(role, "recovery.resume", {}, lambda: service.resume_after_recovery(role.value))
         return full_status()
 
-    @app.post("/api/bolus/patient", responses=responses(401, 507))
+    @app.post(
+        "/api/bolus/patient", response_model=None, responses=responses(401, 507, ok=BolusDecision)
+    )
     def patient_bolus(
         role: Annotated[Role, Depends(require(Action.PATIENT_BOLUS))],
     ) -> dict[str, Any]:
@@ -447,7 +491,7 @@ def create_app(
             refused=lambda decision: None if decision["granted"] else decision["message"],
         )
 
-    @app.get("/api/alarms", responses=responses(*ANY, 507))
+    @app.get("/api/alarms", response_model=None, responses=responses(*ANY, 507, ok=AlarmsBody))
     def alarms() -> dict[str, Any]:
         return {
             "active": service.alarms.active_alarms(),
@@ -457,7 +501,8 @@ def create_app(
 
     @app.post(
         "/api/alarms/{alarm_id}/acknowledge",
-        responses=responses(*CHANGE, 404, 422),
+        response_model=None,
+        responses=responses(*CHANGE, 404, 422, ok=Acknowledged),
     )
     def acknowledge(
         alarm_id: Annotated[int, Path(ge=1, le=SQLITE_MAX_INTEGER)],
@@ -472,7 +517,11 @@ def create_app(
         ids = audited(role, "alarms.acknowledge", {"alarm_id": alarm_id}, acknowledge_one)
         return {"acknowledged": ids}
 
-    @app.post("/api/alarms/acknowledge-all", responses=responses(*CHANGE))
+    @app.post(
+        "/api/alarms/acknowledge-all",
+        response_model=None,
+        responses=responses(*CHANGE, ok=Acknowledged),
+    )
     def acknowledge_all(
         role: Annotated[Role, Depends(require(Action.ALARM_ACKNOWLEDGE))],
     ) -> dict[str, Any]:
@@ -481,7 +530,9 @@ def create_app(
         )
         return {"acknowledged": ids}
 
-    @app.post("/api/alarms/silence", responses=responses(*BODY, *CHANGE))
+    @app.post(
+        "/api/alarms/silence", response_model=None, responses=responses(*BODY, *CHANGE, ok=Silenced)
+    )
     def silence(
         body: SilenceRequest, role: Annotated[Role, Depends(require(Action.ALARM_SILENCE))]
     ) -> dict[str, Any]:
@@ -500,7 +551,9 @@ def create_app(
             )  # fmt: skip
         return {"silenced_s": granted}
 
-    @app.get("/api/events", responses=responses(*ANY, 422, 507))
+    @app.get(
+        "/api/events", response_model=None, responses=responses(*ANY, 422, 507, ok=list[EventRow])
+    )
     def events(
         since_id: Annotated[int | None, Query(ge=0, le=SQLITE_MAX_INTEGER)] = None,
         kind: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
@@ -508,7 +561,9 @@ def create_app(
     ) -> list[dict[str, Any]]:
         return store.events(since_id=since_id, kind=kind, limit=limit)
 
-    @app.get("/api/boluses", responses=responses(*ANY, 422, 507))
+    @app.get(
+        "/api/boluses", response_model=None, responses=responses(*ANY, 422, 507, ok=list[BolusRow])
+    )
     def boluses(
         state: Literal["pending", "active", "done", "cancelled", "interrupted"] | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -516,11 +571,11 @@ def create_app(
         """Boluses on the books, newest first: kind, state, volume and delivered volume."""
         return store.boluses(state=state, limit=limit)
 
-    @app.get("/api/bench", responses=responses(*ANY))
+    @app.get("/api/bench", response_model=None, responses=responses(*ANY, ok=BenchBody))
     def bench() -> dict[str, Any]:
         return service.bench_readings()
 
-    @app.get("/api/selftest", responses=responses(*ANY, 404))
+    @app.get("/api/selftest", response_model=None, responses=responses(*ANY, 404, ok=SelfTestBody))
     def selftest() -> dict[str, Any]:
         """The power-on self-test of this service start: passed, and each check's result."""
         if service.self_test is None:
@@ -529,11 +584,19 @@ def create_app(
             )
         return service.self_test.to_dict()
 
-    @app.get("/api/history/daily", responses=responses(*ANY, 507))
+    @app.get(
+        "/api/history/daily",
+        response_model=None,
+        responses=responses(*ANY, 507, ok=list[DayVolume]),
+    )
     def daily() -> list[dict[str, float]]:
         return service.patient_day_volumes()
 
-    @app.post("/api/refill/withdrawn", responses=responses(*BODY, *CHANGE))
+    @app.post(
+        "/api/refill/withdrawn",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, ok=RefillVerdict),
+    )
     def withdrawn(
         body: WithdrawnRequest, role: Annotated[Role, Depends(require(Action.REFILL))]
     ) -> dict[str, Any]:
@@ -545,12 +608,20 @@ def create_app(
         )
         return verdict.model_dump(mode="json")
 
-    @app.post("/api/refill/aspirate", responses=responses(*CHANGE, 409))
+    @app.post(
+        "/api/refill/aspirate",
+        response_model=None,
+        responses=responses(*CHANGE, 409, ok=Aspirating),
+    )
     def aspirate(role: Annotated[Role, Depends(require(Action.REFILL))]) -> dict[str, Any]:
         """With a refill valve: empty the reservoir to waste; the status's refill tells when."""
         return audited(role, "refill.aspirate", {}, lambda: service.refill_aspirate(role.value))
 
-    @app.post("/api/refill/fill", responses=responses(*BODY, *CHANGE, 409))
+    @app.post(
+        "/api/refill/fill",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, 409, ok=FillBody),
+    )
     def fill(
         body: FillRequest, role: Annotated[Role, Depends(require(Action.REFILL))]
     ) -> dict[str, Any]:
@@ -562,7 +633,9 @@ def create_app(
         )
         return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in result.items()}
 
-    @app.put("/api/settings", responses=responses(*BODY, *CHANGE))
+    @app.put(
+        "/api/settings", response_model=None, responses=responses(*BODY, *CHANGE, ok=StatusBody)
+    )
     def settings(
         body: SettingsRequest, role: Annotated[Role, Depends(require(Action.PROGRAM))]
     ) -> dict[str, Any]:
@@ -574,19 +647,27 @@ def create_app(
         )
         return full_status()
 
-    @app.post("/api/faults", responses=responses(*BODY, *CHANGE, 409))
+    @app.post(
+        "/api/faults", response_model=None, responses=responses(*BODY, *CHANGE, 409, ok=FaultsBody)
+    )
     def faults(
         body: FaultRequest, role: Annotated[Role, Depends(require(Action.FAULT_INJECTION))]
     ) -> dict[str, Any]:
         return audited(role, "faults", body, lambda: service.inject_faults(body, role.value))
 
-    @app.delete("/api/faults", responses=responses(*CHANGE, 409))
+    @app.delete(
+        "/api/faults", response_model=None, responses=responses(*CHANGE, 409, ok=FaultsBody)
+    )
     def clear_faults(
         role: Annotated[Role, Depends(require(Action.FAULT_INJECTION))],
     ) -> dict[str, Any]:
         return audited(role, "faults.clear", {}, lambda: service.clear_faults(role.value))
 
-    @app.post("/api/diagnostics/loop/reset", responses=responses(*CHANGE))
+    @app.post(
+        "/api/diagnostics/loop/reset",
+        response_model=None,
+        responses=responses(*CHANGE, ok=LoopBody),
+    )
     def reset_loop(
         role: Annotated[Role, Depends(require(Action.CALIBRATION))],
     ) -> dict[str, Any]:

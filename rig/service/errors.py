@@ -66,11 +66,15 @@ STATUS_MEANINGS: dict[int, str] = {
 }
 
 
-def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` declaring each error status with the error body."""
-    return {
+def responses(*codes: int, ok: Any = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` declaring each error status with the error body, and the
+    successful answer's body *ok* (a model, or ``list[model]``) when given."""
+    declared: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorBody, "description": STATUS_MEANINGS[code]} for code in sorted(codes)
     }
+    if ok is not None:
+        declared[200] = {"model": ok, "description": "Successful Response"}
+    return declared
 
 
 def _cut(text: str) -> str:
