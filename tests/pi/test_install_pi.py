@@ -184,6 +184,7 @@ def rendered_unit(name: str) -> str:
     return text
 
 
+@pytest.mark.slow(seconds=25)
 @pytest.mark.timeout(300)
 def test_every_file_lands_where_it_should_and_a_second_run_changes_nothing(pi):
     first = pi.run()

@@ -159,6 +159,7 @@ def aim_at_a_live_proposal(case, watch: RigWatch) -> None:
 
 
 @schema.parametrize()
+@pytest.mark.slow(seconds=110)
 @pytest.mark.timeout(300)
 def test_api_fuzz(case, service, rig_watch, session):
     aim_at_the_drug_library(case)

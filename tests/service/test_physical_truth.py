@@ -12,7 +12,7 @@ import pytest
 
 from tests.service.conftest import confirm_program, program_json, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow(seconds=20)]
 
 
 def alarm_codes(client) -> list[str]:

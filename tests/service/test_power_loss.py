@@ -18,7 +18,7 @@ def active_codes(status: dict) -> list[str]:
     return [alarm["code"] for alarm in status["alarms"]]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=120)
 @pytest.mark.timeout(900)
 def test_kill_9_at_random_instants_restarts_stopped_with_its_books(service_factory, tmp_path):
     rng = random.Random(20261125)

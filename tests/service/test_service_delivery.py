@@ -57,6 +57,7 @@ def test_two_bench_minutes_deliver_1_2_ml_and_ten_minutes_raise_no_alarm(rig):
     assert status["delivered"]["volume_ml"] == pytest.approx(6.0 - 0.06, rel=0.01)
 
 
+@pytest.mark.slow(seconds=25)
 @pytest.mark.timeout(120)
 def test_real_time_delivery_over_a_real_service_process_matches_the_books(service):
     """Real time on purpose: a real process, its step thread and the patient clock together."""
