@@ -1,0 +1,136 @@
+"""Scenarios on the real service under a virtual clock: every shipped scenario end to end with no
+trainee (no mastery) and with its model answer (mastery), the faults' effects on the patient and
+the pump, the pocket fill's discrepancy, the screening trial's response, the debrief."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+
+import pytest
+
+from rig.common.inputs import InputError
+from rig.service.training import debrief_csv, run_fast
+from rig.therapy.scenario import MAS_LEVELS_INDEX, load_scenario, parse_scenario, shipped_scenarios
+
+SHIPPED = sorted(shipped_scenarios())
+
+
+def _signs(report: dict) -> set[str]:
+    return {sign for entry in report["timeline"] for sign in entry["signs"]}
+
+
+def test_at_least_seven_scenarios_are_shipped():
+    assert len(SHIPPED) >= 7
+    for name in ("routine_refill", "pocket_fill", "kinked_catheter", "runaway_overdose"):
+        assert name in SHIPPED
+    for name in ("empty_reservoir", "low_battery_reset", "screening_trial"):
+        assert name in SHIPPED
+
+
+HARM_WITHOUT_ACTION = {
+    "runaway_overdose": {"somnolence", "respiratory_depression"},
+    "kinked_catheter": {"pruritus", "rebound_spasticity", "fever"},
+    "empty_reservoir": {"pruritus", "rebound_spasticity"},
+    "low_battery_reset": {"pruritus", "rebound_spasticity"},
+    "pocket_fill": {"drowsiness", "pruritus"},
+}
+"""What the patient shows when nobody acts (a depot absorbed, then a reservoir run dry)."""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_action_trainee_misses_and_model_answer_reaches_mastery(name):
+    scenario = load_scenario(name)
+    idle = run_fast(scenario)
+    assert idle["mastery"] is False
+    assert idle["missed"] and idle["score"] < scenario.mastery_fraction
+    assert idle["critical_missed"]
+    hours = [entry["at_h"] for entry in idle["timeline"]]
+    assert hours[0] == 0.0 and hours[-1] == pytest.approx(scenario.duration_h)
+    assert max(b - a for a, b in itertools.pairwise(hours)) <= 1.0  # at least hourly
+    assert HARM_WITHOUT_ACTION.get(name, set()) <= _signs(idle)
+    good = run_fast(scenario, script=scenario.model_answer, trainee="Alex")
+    assert good["mastery"] is True, good["missed"]
+    assert good["missed"] == [] and good["score"] == 1.0 and good["trainee"] == "Alex"
+
+
+def test_pocket_fill_shows_exactly_the_less_withdrawn_discrepancy():
+    scenario = load_scenario("pocket_fill")
+    report = run_fast(scenario, script=scenario.model_answer)
+    fault = next(a for a in report["actions"] if a["action"] == "pocket_fill")
+    withdrawn = next(a for a in report["actions"] if a["action"] == "refill_withdrawn")
+    assert withdrawn["params"]["significant"] is True
+    # Less withdrawn than expected, by what went under the skin (the trainee reads 0.01 mL).
+    assert withdrawn["params"]["difference_ml"] == pytest.approx(
+        -fault["params"]["under_skin_ml"], abs=0.01
+    )
+    assert "pocket_fill" in withdrawn["params"]["causes"]
+    assert "drowsiness" in _signs(report)  # the depot is absorbed
+
+
+def test_faults_leave_the_pump_data_as_a_real_implant_would():
+    kinked = run_fast(load_scenario("kinked_catheter"), time_compression=14400.0)
+    assert not {"somnolence"} & _signs(kinked)
+    assert all(a["source"] == "fault" for a in kinked["actions"])  # the pump did not complain
+    reset = load_scenario("low_battery_reset")
+    report = run_fast(reset, script=reset.model_answer[:1])
+    assert report["timeline"][-1]["effect"] < 0.3  # 10 µg/day after the reset
+    assert report["missed"] == ["assess", "restore", "acknowledge", "replace"]
+
+
+def test_screening_trial_50_does_not_relax_enough_and_75_does():
+    scenario = load_scenario("screening_trial")
+    report = run_fast(scenario, script=scenario.model_answer)
+    baseline = MAS_LEVELS_INDEX[report["timeline"][0]["mas"]]
+
+    def best_drop(start_h: float, end_h: float) -> int:
+        window = [e for e in report["timeline"] if start_h <= e["at_h"] <= end_h]
+        return baseline - min(MAS_LEVELS_INDEX[e["mas"]] for e in window)
+
+    needed = scenario.patient.screening.responder_mas_drop
+    assert 0 < best_drop(0, 12) < needed  # 50 µg: some relaxation, not a response
+    assert best_drop(24, 36) >= needed  # 75 µg: a responder
+    assert report["timeline"][0]["signs"] == []
+
+
+def test_debrief_csv_holds_the_patient_actions_and_checklist():
+    scenario = load_scenario("routine_refill")
+    report = run_fast(scenario, script=scenario.model_answer[:3], trainee="Sam")
+    rows = list(csv.reader(io.StringIO(debrief_csv(report))))
+    assert rows[0][:2] == ["scenario", "routine_refill"] and rows[1] == ["trainee", "Sam"]
+    assert rows[2][:3] == ["score", str(report["points"]), str(report["max_points"])]
+    body = rows[4:]
+    kinds = {row[1] for row in body}
+    assert {"patient", "trainee", "expected"} <= kinds
+    missed = [row for row in body if row[1] == "expected" and row[-1].startswith("missed")]
+    assert {row[2] for row in missed} == set(report["missed"])
+    hours = [float(row[0]) for row in body if row[0]]
+    assert hours == sorted(hours)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"duration_h": 0}, "duration_h: Input should be greater than 0"),
+        ({"expected": []}, "expected: List should have at least 1 item"),
+        ({"events": [{"id": "x", "at_h": 1, "when": "sign", "value": "fever"}]}, "exactly one"),
+        ({"events": [{"id": "x", "at_h": 1, "fault": "gremlins"}]}, "events.0.fault"),
+        ({"program": {"drug": "baclofen", "mode": "continuous"}}, "program"),
+        ({"patient": {"sensitivity": 0}}, "patient.sensitivity"),
+    ],
+)
+def test_invalid_scenarios_are_named(change, message):
+    base = {
+        "title": "t",
+        "duration_h": 2,
+        "program": {"drug": "baclofen", "concentration_ug_per_ml": 500, "mode": "stopped"},
+        "expected": [{"id": "a", "action": "assess_patient", "description": "assess"}],
+    }
+    parse_scenario(base)  # the base is valid
+    with pytest.raises(InputError, match=message):
+        parse_scenario({**base, **change})
+    with pytest.raises(InputError, match="after 'nothing' is neither"):
+        parse_scenario({**base, "expected": [{**base["expected"][0], "after": "nothing"}]})
+    with pytest.raises(InputError, match="shipped: "):
+        load_scenario("no_such_scenario")
