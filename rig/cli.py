@@ -143,6 +143,12 @@ def _add_clients(subparsers: argparse._SubParsersAction) -> None:
     add_client_commands(subparsers)
 
 
+def _add_scenario(subparsers: argparse._SubParsersAction) -> None:
+    from rig.scenario_cli import add_scenario_commands
+
+    add_scenario_commands(subparsers)
+
+
 def _add_plugins(subparsers: argparse._SubParsersAction) -> None:
     """Subcommands registered by other packages (``[project.entry-points."itbrig.commands"]``)."""
     for entry_point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
@@ -155,6 +161,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_selftest,
     _add_clients,
+    _add_scenario,
     _add_plugins,
 ]
 

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from hal.config import Fraction, StrictModel
 from hal.sim.bench import LeakFraction
 from rig.common.inputs import InputError
+from rig.service.api_training import add_training_routes
 from rig.service.auth import (
     DEFAULT_PINS,
     Action,
@@ -598,4 +599,5 @@ def create_app(
         except (WebSocketDisconnect, RuntimeError):
             return
 
+    add_training_routes(app, service, require, audited)
     return app

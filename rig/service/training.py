@@ -125,8 +125,11 @@ class ScenarioRun:
         return hours(self.service.clock.now() - self.started_at)
 
     def tick(self) -> None:
-        """Feed the patient, read the trainee's actions, fire what is due; end at the duration."""
-        with self._lock:
+        """Feed the patient, read the trainee's actions, fire what is due; end at the duration.
+
+        Under the service's lock first, as every request and the delivery loop take it: the
+        books and the catheter are read, and faults applied, between their changes."""
+        with self.service._lock, self._lock:
             if self.finished:
                 return
             at_h = min(self.now_h(), self.scenario.duration_h)
@@ -378,6 +381,10 @@ class ScenarioRun:
             )
         )
 
+    def _actions_in_order(self) -> list[Action]:
+        """Every action by its patient time (the rig's are read from the books a tick later)."""
+        return sorted(self.actions, key=lambda action: action.at_h)
+
     # -- the end --------------------------------------------------------------------------------
 
     def finish(self, *, stopped: bool = False) -> dict[str, Any]:
@@ -402,7 +409,7 @@ class ScenarioRun:
                 "ended_h": ended_h,
                 "stopped_early": stopped,
                 **score.model_dump(mode="json"),
-                "actions": [a.model_dump(mode="json") for a in self.actions],
+                "actions": [a.model_dump(mode="json") for a in self._actions_in_order()],
                 "events_fired": self.fired,
                 "messages": self.messages,
                 "timeline": [s.model_dump(mode="json") for s in self.timeline],
@@ -438,7 +445,7 @@ class ScenarioRun:
                     "effect": snapshot.effect,
                 },
                 "messages": self.messages,
-                "actions": [a.model_dump(mode="json") for a in self.actions],
+                "actions": [a.model_dump(mode="json") for a in self._actions_in_order()],
             }
             if self.mode == "guided":
                 status["hints"] = [
@@ -550,7 +557,7 @@ class TrainingDesk:
 
 def reports(service: RigService, limit: int = 20) -> list[dict[str, Any]]:
     """The debrief reports kept in the books, newest first."""
-    events = service.store.events(kind=TRAINING_EVENT_KIND, limit=1_000_000)
+    events = _all_events(service, TRAINING_EVENT_KIND)
     kept = [
         e["detail"] for e in events if isinstance(e.get("detail"), dict) and "score" in e["detail"]
     ]
