@@ -295,6 +295,7 @@ class ScenarioRun:
     def _apply_fault(self, at_h: float, fault: ClinicalFault, params: dict[str, Any]) -> None:
         service = self.service
         detail: dict[str, Any] = dict(params)
+        index = len(self.actions)  # the fault first, then what it set off
         if fault == ClinicalFault.WRONG_CONCENTRATION:
             change = _BenchFaultChange(
                 supply_concentration_ug_per_ml=float(params["concentration_ug_per_ml"])
@@ -341,13 +342,16 @@ class ScenarioRun:
                 patient_s=None,
             )
         elif fault == ClinicalFault.UG_PER_HOUR_ERROR:
-            self._reprogram(
-                lambda program: {**program, "dose_ug_per_day": program["dose_ug_per_day"] * 24}
-            )
+            try:
+                self._reprogram(
+                    lambda program: {**program, "dose_ug_per_day": program["dose_ug_per_day"] * 24}
+                )
+            except InputError as error:  # the drug library's hard limit stops it
+                detail["refused"] = str(error)
         elif fault == ClinicalFault.UNFINISHED_PROGRAMMING:
             service.stop_delivery(SCENARIO_ROLE)
-        self.actions.append(
-            Action(at_h=round(at_h, 4), action=fault.value, params=detail, source="fault")
+        self.actions.insert(
+            index, Action(at_h=round(at_h, 4), action=fault.value, params=detail, source="fault")
         )
 
     def _reprogram(self, change: Any) -> None:

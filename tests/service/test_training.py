@@ -134,3 +134,68 @@ def test_invalid_scenarios_are_named(change, message):
         parse_scenario({**base, "expected": [{**base["expected"][0], "after": "nothing"}]})
     with pytest.raises(InputError, match="shipped: "):
         load_scenario("no_such_scenario")
+
+
+def _fault_scenario(fault: str, params: dict, at_h: float = 1.0, dose: float = 300) -> dict:
+    return {
+        "title": f"{fault} on its own",
+        "duration_h": 8.0,
+        "patient": {"adapted_ug_per_day": dose},
+        "program": {"drug": "baclofen", "concentration_ug_per_ml": 500, "mode": "continuous",
+                    "dose_ug_per_day": dose},
+        "pump": {"reservoir_ml": 10.0},
+        "events": [{"id": "fault", "at_h": at_h, "fault": fault, "params": params}],
+        "expected": [{"id": "a", "action": "assess_patient", "description": "assess"}],
+    }  # fmt: skip
+
+
+def _effect_at(report: dict, at_h: float) -> float:
+    return min(report["timeline"], key=lambda e: abs(e["at_h"] - at_h))["effect"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "check"),
+    [
+        ("access_port_injection", {"volume_ml": 2.0, "concentration_ug_per_ml": 2000},
+         lambda r: _effect_at(r, 5) > 8 and "coma" in _signs(r)),
+        ("catheter_disconnection", {},
+         lambda r: _effect_at(r, 8) < 0.6 and r["timeline"][-1]["depot_ug"] > 50),
+        ("ug_per_hour_error", {},
+         lambda r: _effect_at(r, 8) > 4 and "respiratory_depression" in _signs(r)),
+        ("unfinished_programming", {},
+         lambda r: _effect_at(r, 8) < 0.6 and "rebound_spasticity" in _signs(r)),
+        ("mri_stall", {"recovery_h": 3.0},
+         lambda r: [a["action"] for a in r["actions"]] == ["mri_stall", "motor_stall",
+                                                           "stall_recovery"]),
+        ("intermittent_stall", {"period_h": 2.0, "stalled_h": 0.5},
+         lambda r: [a["action"] for a in r["actions"]].count("motor_stall") >= 3),
+    ],
+)  # fmt: skip
+def test_each_clinical_fault_acts_on_the_patient_or_the_pump(fault, params, check):
+    dose = 60 if fault == "ug_per_hour_error" else 300  # 60 µg/h for 60 µg/day (ISMP)
+    report = run_fast(parse_scenario(_fault_scenario(fault, params, dose=dose)))
+    assert report["actions"][0]["action"] == fault
+    assert check(report), report["timeline"][-1]
+
+
+def test_hard_limit_refuses_a_ug_per_hour_error_above_it():
+    report = run_fast(parse_scenario(_fault_scenario("ug_per_hour_error", {})))
+    assert "above the hard limit" in report["actions"][0]["params"]["refused"]
+    assert _effect_at(report, 8) == pytest.approx(1.0, abs=0.05)
+
+
+def test_wrong_concentration_reaches_the_patient_after_the_catheter():
+    data = _fault_scenario("wrong_concentration", {"concentration_ug_per_ml": 2000}, at_h=0.5)
+    data["duration_h"] = 24
+    refill = [
+        {"at_h": 1.0, "action": "stop"},
+        {"at_h": 1.1, "action": "refill_withdrawn"},
+        {"at_h": 1.2, "action": "refill_fill",
+         "params": {"volume_ml": 20.0, "concentration_ug_per_ml": 500.0}},
+        {"at_h": 1.3, "action": "start"},
+    ]  # fmt: skip
+    report = run_fast(parse_scenario({**data, "model_answer": refill}), script=parse_scenario(
+        {**data, "model_answer": refill}).model_answer)  # fmt: skip
+    assert _effect_at(report, 1.5) == pytest.approx(1.0, abs=0.1)  # old drug still in the line
+    assert _effect_at(report, 24) > 3.0  # four times the dose once it arrives
+    assert "somnolence" in _signs(report)

@@ -51,6 +51,11 @@ def test_binding_commands_without_a_service(capsys):
 
 @pytest.mark.timeout(120)
 def test_routine_refill_over_the_service_reaches_mastery(cli, tmp_path):
+    catalogue = cli.client.get("/api/training")  # type: ignore[attr-defined]
+    assert len(catalogue["faults"]) == 11 and "lumbar_bolus" in catalogue["actions"]
+    assert {s["name"] for s in catalogue["scenarios"]} >= {"routine_refill", "pocket_fill"}
+    code, _, err = cli("scenario", "status")
+    assert code == 2 and "no scenario has been started" in err
     started = _json(cli("scenario", "run", "routine_refill", "--mode", "guided",
                         "--trainee", "Robin", "--json"))  # fmt: skip
     assert started["scenario"] == "routine_refill" and started["hints"]
