@@ -18,7 +18,7 @@ from rig.service.auth import Action, Role
 from rig.service.errors import refuse, responses
 from rig.service.loop import RigService, StateConflict
 from rig.service.training import TrainingDesk, debrief_csv, reports
-from rig.therapy.clinical_faults import CATALOGUE, CLINICAL_ACTIONS
+from rig.therapy.clinical_faults import CATALOGUE, CLINICAL_ACTIONS, ClinicalFault
 from rig.therapy.scenario import load_scenario, shipped_scenarios
 
 ANY = (401,)
@@ -35,6 +35,11 @@ class StartRequest(StrictModel):
 
 class ActionRequest(StrictModel):
     action: Annotated[str, Field(min_length=1, max_length=40, description="a clinical action")]
+    params: Annotated[dict[str, ParamValue], Field(max_length=8)] = Field(default_factory=dict)
+
+
+class FaultRequest(StrictModel):
+    fault: Annotated[ClinicalFault, Field(strict=False, description="a clinical fault")]
     params: Annotated[dict[str, ParamValue], Field(max_length=8)] = Field(default_factory=dict)
 
 
@@ -93,13 +98,15 @@ def add_training_routes(
             role, "training.start", body, lambda: desk.start(scenario, body.mode, body.trainee)
         )
 
-    @app.get("/api/training/scenario", responses=responses(*ANY, 409))
-    def status() -> dict[str, Any]:
+    @app.get("/api/training/scenario", responses=responses(*ANY, 409, 422))
+    def status(
+        trainer: Annotated[bool, Query(description="hints and timeline in any mode")] = False,
+    ) -> dict[str, Any]:
         """The run: patient time, the patient (vitals, MAS, signs), messages, actions; in
-        guided mode also the hints and the patient's timeline."""
+        guided mode (or with trainer=true) also the hints and the patient's timeline."""
         run = current_run()
         run.tick()
-        return run.status()
+        return run.status(trainer=trainer)
 
     @app.post("/api/training/scenario/stop", responses=responses(*CHANGE, 409))
     def stop(
@@ -126,6 +133,16 @@ def add_training_routes(
         },
         **responses(*ANY, 404, 422),
     }
+
+    @app.post("/api/training/faults", responses=responses(*BODY, *CHANGE, 409))
+    def inject(
+        body: FaultRequest, role: Annotated[Role, Depends(require(Action.FAULT_INJECTION))]
+    ) -> dict[str, Any]:
+        """Set a clinical fault in the running scenario now (see the catalogue)."""
+        run = current_run()
+        return audited(
+            role, "training.fault", body, lambda: run.inject(body.fault.value, body.params)
+        )
 
     @app.get("/api/training/report", responses=report_responses)
     def report(

@@ -256,6 +256,26 @@ class ScenarioRun:
             )
             return {"at_h": at_h, "action": action, "params": params}
 
+    def inject(self, fault: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A clinical fault set by the trainer now (beside the scenario's own timeline)."""
+        try:
+            code = ClinicalFault(fault)
+        except ValueError:
+            raise InputError(
+                f"fault: {fault!r} is not a clinical fault; allowed "
+                + ", ".join(f.value for f in ClinicalFault)
+            ) from None
+        with self.service._lock, self._lock:
+            if self.finished:
+                raise StateConflict("training: the scenario has ended")
+            at_h = min(self.now_h(), self.scenario.duration_h)
+            try:
+                self._apply_fault(at_h, code, dict(params or {}))
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"params: {code.value} needs {error}") from None
+            self._note(at_h, f"trainer set {code.value}")
+            return self.actions[-1].model_dump(mode="json")
+
     # -- events and faults ----------------------------------------------------------------------
 
     def _fire_events(self, at_h: float) -> None:
@@ -430,8 +450,9 @@ class ScenarioRun:
             )
             return self.report
 
-    def status(self) -> dict[str, Any]:
-        """What the trainer panel shows (the patient's internals only in guided mode)."""
+    def status(self, trainer: bool = False) -> dict[str, Any]:
+        """What the panels show; hints and the patient's timeline only in guided mode or for
+        the trainer."""
         with self._lock:
             snapshot = self.patient.snapshot()
             status: dict[str, Any] = {
@@ -451,7 +472,7 @@ class ScenarioRun:
                 "messages": self.messages,
                 "actions": [a.model_dump(mode="json") for a in self._actions_in_order()],
             }
-            if self.mode == "guided":
+            if self.mode == "guided" or trainer:
                 status["hints"] = [
                     {"id": item.id, "hint": item.hint or item.description}
                     for item in self.scenario.expected

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from rig.cli import main
+from rig.client.http import ServiceRejected
 from tests.service.conftest import EXAMPLES
 
 
@@ -75,6 +76,16 @@ def test_routine_refill_over_the_service_reaches_mastery(cli, tmp_path):
     assert cli("program", "confirm", "--accept-warnings")[0] == 0
     assert cli("start")[0] == 0
     assert cli("scenario", "act", "assess_patient")[0] == 0
+    client = cli.client  # type: ignore[attr-defined]
+    set_fault = client.post("/api/training/faults", {"fault": "intermittent_stall",
+                            "params": {"period_h": 6, "stalled_h": 0.1}})  # fmt: skip
+    assert set_fault["action"] == "intermittent_stall" and set_fault["source"] == "fault"
+    with pytest.raises(ServiceRejected) as refused:
+        client.post("/api/training/faults", {"fault": "gremlins"})
+    assert refused.value.status_code == 422
+    with pytest.raises(ServiceRejected) as refused:
+        client.post("/api/training/faults", {"fault": "mri_stall", "params": {"recovery_h": "x"}})
+    assert refused.value.status_code == 409 and "params" in str(refused.value)
     status = _json(cli("scenario", "status", "--json"))
     assert status["patient"]["mas"] in ("1", "1+") and not status["finished"]
     done = [action["action"] for action in status["actions"]]
