@@ -273,8 +273,9 @@ class ScenarioRun:
                 self._apply_fault(at_h, code, dict(params or {}))
             except (KeyError, TypeError, ValueError) as error:
                 raise InputError(f"params: {code.value} needs {error}") from None
-            self._note(at_h, f"trainer set {code.value}")
-            return self.actions[-1].model_dump(mode="json")
+            return next(a for a in reversed(self.actions) if a.action == code.value).model_dump(
+                mode="json"
+            )
 
     # -- events and faults ----------------------------------------------------------------------
 
@@ -470,7 +471,11 @@ class ScenarioRun:
                     "effect": snapshot.effect,
                 },
                 "messages": self.messages,
-                "actions": [a.model_dump(mode="json") for a in self._actions_in_order()],
+                "actions": [
+                    a.model_dump(mode="json")
+                    for a in self._actions_in_order()
+                    if a.source == "trainee" or self.mode == "guided" or trainer
+                ],
             }
             if self.mode == "guided" or trainer:
                 status["hints"] = [

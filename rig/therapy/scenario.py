@@ -188,6 +188,7 @@ class ItemResult(StrictModel):
     action: str
     weight: int
     critical: bool
+    triggered: bool
     scored: bool
     done: bool
     at_h: float | None
@@ -258,6 +259,7 @@ def score_run(
                 action=item.action,
                 weight=item.weight,
                 critical=item.critical,
+                triggered=start_h is not None and start_h <= ended_h,
                 scored=start_h is not None
                 and (done_at is not None or deadline_h is None or deadline_h <= ended_h),
                 done=done_at is not None,
