@@ -49,8 +49,8 @@ def test_trainer_panel_patient_monitor_and_debrief(live, drive):
     trainee_view = httpx.get(f"{service.url}/api/training/scenario").json()
     assert "hints" not in trainee_view and "timeline" not in trainee_view
     assert all(action["source"] == "trainee" for action in trainee_view["actions"])
-    drive.wait_for(lambda: panel.ids.effect.samples_drawn >= 3, 20, "the effect curve")
-    drive.wait_for(lambda: "pruritus" in panel.texts["signs"], 30, "early withdrawal")
+    drive.wait_for(lambda: panel.ids.effect.samples_drawn >= 3, 40, "the effect curve")
+    drive.wait_for(lambda: "pruritus" in panel.texts["signs"], 45, "early withdrawal")
     assert panel.texts["mas"] in ("1+", "2", "3", "4")
     drive.screenshot("training-trainer-panel")
     fault = next(b for b in panel.ids.faults.children if b.text == "Disconnect")
