@@ -25,7 +25,7 @@ from rig.common.inputs import InputError, StrictModel
 from rig.service.books.schema import MAX_QUERY_ROWS
 from rig.service.loop import PATIENT_EPOCH, RigService, StateConflict
 from rig.therapy.alarms import AlarmCode
-from rig.therapy.clinical_faults import CLINICAL_ACTIONS, ClinicalFault
+from rig.therapy.clinical_faults import CLINICAL_ACTIONS, ClinicalFault, fault_params
 from rig.therapy.drugs import parse_program
 from rig.therapy.patient import PatientModel, PatientSnapshot
 from rig.therapy.scenario import Action, Scenario, ScriptedAction, score_run
@@ -270,9 +270,10 @@ class ScenarioRun:
                 raise StateConflict("training: the scenario has ended")
             at_h = min(self.now_h(), self.scenario.duration_h)
             try:
-                self._apply_fault(at_h, code, dict(params or {}))
-            except (KeyError, TypeError, ValueError) as error:
-                raise InputError(f"params: {code.value} needs {error}") from None
+                fault_params(code, dict(params or {}))
+            except ValueError as error:
+                raise InputError(f"params: {error}") from None
+            self._apply_fault(at_h, code, dict(params or {}))
             return next(a for a in reversed(self.actions) if a.action == code.value).model_dump(
                 mode="json"
             )
@@ -316,15 +317,16 @@ class ScenarioRun:
     def _apply_fault(self, at_h: float, fault: ClinicalFault, params: dict[str, Any]) -> None:
         service = self.service
         detail: dict[str, Any] = dict(params)
+        params = fault_params(fault, params)
         index = len(self.actions)  # the fault first, then what it set off
         if fault == ClinicalFault.WRONG_CONCENTRATION:
             change = _BenchFaultChange(
-                supply_concentration_ug_per_ml=float(params["concentration_ug_per_ml"])
+                supply_concentration_ug_per_ml=params["concentration_ug_per_ml"]
             )
             service.inject_faults(change, SCENARIO_ROLE)
         elif fault == ClinicalFault.POCKET_FILL:
             sim = service.bench.sim
-            fraction = float(params.get("fraction", 1.0))
+            fraction = params["fraction"]
             if sim is not None:
                 in_syringe_ml = sim.bench.syringe_volume_ml
                 lost_ml = in_syringe_ml * fraction
@@ -333,7 +335,7 @@ class ScenarioRun:
                 self.patient.add_depot(depot_ug)
                 detail |= {"under_skin_ml": round(lost_ml, 4), "depot_ug": round(depot_ug, 1)}
         elif fault == ClinicalFault.ACCESS_PORT_INJECTION:
-            injected_ug = float(params["volume_ml"]) * float(params["concentration_ug_per_ml"])
+            injected_ug = params["volume_ml"] * params["concentration_ug_per_ml"]
             catheter_ug = sum(
                 parcel.volume_ul * parcel.concentration_ug_per_ml / 1000.0
                 for parcel in service.catheter.parcels
@@ -341,21 +343,21 @@ class ScenarioRun:
             self.patient.bolus(injected_ug + catheter_ug)
             detail["bolus_ug"] = round(injected_ug + catheter_ug, 1)
         elif fault == ClinicalFault.CATHETER_OCCLUSION:
-            self._blocked_fraction = float(params.get("fraction", 1.0))
+            self._blocked_fraction = params["fraction"]
             if params.get("bench"):
                 change = _BenchFaultChange(occlusion_fraction=self._blocked_fraction)
                 service.inject_faults(change, SCENARIO_ROLE)
         elif fault == ClinicalFault.CATHETER_DISCONNECTION:
             self._disconnected = True
         elif fault == ClinicalFault.OVER_INFUSION:
-            self._over_factor = float(params.get("factor", 2.0))
+            self._over_factor = params["factor"]
         elif fault == ClinicalFault.INTERMITTENT_STALL:
-            self._stall = (at_h, float(params["period_h"]), float(params["stalled_h"]))
+            self._stall = (at_h, params["period_h"], params["stalled_h"])
         elif fault == ClinicalFault.MRI_STALL:
-            self._stall_until_h = at_h + float(params.get("recovery_h", 6.0))
+            self._stall_until_h = at_h + params["recovery_h"]
             self._set_stalled(at_h, True)
         elif fault == ClinicalFault.LOW_BATTERY_RESET:
-            dose = float(params.get("dose_ug_per_day", 10.0))
+            dose = params["dose_ug_per_day"]
             self._reprogram(lambda program: {**program, "dose_ug_per_day": dose})
             service.alarms.raise_condition(
                 AlarmCode.ERI,

@@ -163,5 +163,48 @@ PUMP_ACTIONS: dict[str, str] = {
 """The rig's actions, read from its event log."""
 
 
+PARAM_RANGES: dict[ClinicalFault, dict[str, tuple[float | None, float, float]]] = {
+    ClinicalFault.WRONG_CONCENTRATION: {"concentration_ug_per_ml": (None, 1.0, 2000.0)},
+    ClinicalFault.POCKET_FILL: {"fraction": (1.0, 0.0, 1.0)},
+    ClinicalFault.ACCESS_PORT_INJECTION: {
+        "volume_ml": (None, 0.01, 40.0),
+        "concentration_ug_per_ml": (None, 1.0, 2000.0),
+    },
+    ClinicalFault.CATHETER_OCCLUSION: {"fraction": (1.0, 0.0, 1.0)},
+    ClinicalFault.OVER_INFUSION: {"factor": (2.0, 1.0, 20.0)},
+    ClinicalFault.INTERMITTENT_STALL: {
+        "period_h": (None, 0.1, 240.0),
+        "stalled_h": (None, 0.0, 240.0),
+    },
+    ClinicalFault.LOW_BATTERY_RESET: {"dose_ug_per_day": (10.0, 0.0, 2000.0)},
+    ClinicalFault.MRI_STALL: {"recovery_h": (6.0, 0.1, 48.0)},
+}
+"""Each fault's numeric parameters: (default or None if required, lowest, highest)."""
+FLAG_PARAMS = {ClinicalFault.CATHETER_OCCLUSION: {"bench"}}
+
+
+def fault_params(fault: ClinicalFault, params: dict[str, object]) -> dict[str, float | bool]:
+    """The fault's parameters with their defaults, checked; ValueError names what is wrong."""
+    ranges = PARAM_RANGES.get(fault, {})
+    flags = FLAG_PARAMS.get(fault, set())
+    unknown = sorted(set(params) - set(ranges) - flags)
+    if unknown:
+        allowed = ", ".join(sorted(set(ranges) | flags)) or "none"
+        raise ValueError(f"{fault.value}: unknown parameter {unknown[0]!r}; allowed {allowed}")
+    checked: dict[str, float | bool] = {flag: params.get(flag) is True for flag in flags}
+    for key, (default, low, high) in ranges.items():
+        value = params.get(key, default)
+        if value is None:
+            raise ValueError(f"{fault.value}: parameter {key} is required ({low:g} to {high:g})")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise ValueError(f"{fault.value}: {key} must be a number from {low:g} to {high:g}")
+        checked[key] = float(value)
+    return checked
+
+
 def fault_entry(code: str) -> FaultEntry:
     return next(entry for entry in CATALOGUE if entry.code == code)

@@ -27,7 +27,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
-from rig.therapy.clinical_faults import CLINICAL_ACTIONS, PUMP_ACTIONS, ClinicalFault
+from rig.therapy.clinical_faults import (
+    CLINICAL_ACTIONS,
+    PUMP_ACTIONS,
+    ClinicalFault,
+    fault_params,
+)
 from rig.therapy.drugs import parse_program
 from rig.therapy.patient import MAS_LEVELS, PatientParams
 
@@ -70,6 +75,8 @@ class ScenarioEvent(StrictModel):
             raise ValueError(f"event {self.id}: when = {self.when!r} needs a value")
         if self.when == "action" and self.value not in ACTIONS:
             raise ValueError(f"event {self.id}: value {self.value!r} is not an action")
+        if self.fault is not None:
+            fault_params(self.fault, self.params)
         return self
 
 

@@ -116,6 +116,27 @@ def test_debrief_csv_holds_the_patient_actions_and_checklist():
         ({"expected": []}, "expected: List should have at least 1 item"),
         ({"events": [{"id": "x", "at_h": 1, "when": "sign", "value": "fever"}]}, "exactly one"),
         ({"events": [{"id": "x", "at_h": 1, "fault": "gremlins"}]}, "events.0.fault"),
+        (
+            {
+                "events": [
+                    {
+                        "id": "x",
+                        "at_h": 1,
+                        "fault": "intermittent_stall",
+                        "params": {"period_h": 0, "stalled_h": 1},
+                    }
+                ]
+            },
+            "period_h must be a number from 0.1 to 240",
+        ),
+        (
+            {"events": [{"id": "x", "at_h": 1, "fault": "pocket_fill", "params": {"volume": 1}}]},
+            "unknown parameter 'volume'; allowed fraction",
+        ),
+        (
+            {"events": [{"id": "x", "at_h": 1, "fault": "access_port_injection"}]},
+            "parameter volume_ml is required",
+        ),
         ({"program": {"drug": "baclofen", "mode": "continuous"}}, "program"),
         ({"patient": {"sensitivity": 0}}, "patient.sensitivity"),
     ],
