@@ -173,7 +173,10 @@ class PatientMonitorScreen(KioskScreen):
 
     def _show(self, run: dict[str, Any]) -> None:
         self.texts = vitals_texts(run.get("patient") or {})
-        said = [m["message"] for m in run.get("messages") or [] if m.get("message")]
+        said = []
+        for note in run.get("messages") or []:
+            said += [note["message"]] if note.get("message") else []
+            said += [f"Hint: {note['hint']}"] if note.get("hint") else []  # guided mode only
         self.messages = "\n".join(said[-3:])
 
 
