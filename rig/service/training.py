@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from rig.therapy.patient import PatientModel, PatientSnapshot
 from rig.therapy.scenario import Action, Scenario, ScriptedAction, score_run
 from rig.therapy.units import hours
 
+log = logging.getLogger("itbrig.service")
 SCENARIO_ROLE = "scenario"
 TRAINEE_ROLE = "clinician"
 MAX_TICK_H = 0.25
@@ -99,7 +101,7 @@ class ScenarioRun:
         self._stalled = False
         self._stall_until_h: float | None = None
         self._next_sample_h = 1.0
-        self._note(0.0, f"scenario {scenario.name} started: {scenario.title}", scenario.summary)
+        self._note(0.0, f"{scenario.title}. {' '.join(scenario.summary.split())}".strip())
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -576,7 +578,7 @@ class TrainingDesk:
                 try:
                     run.tick()
                 except Exception:  # the desk survives a failed tick; the next one retries
-                    continue
+                    log.exception("training: scenario tick failed")
 
     def current(self) -> ScenarioRun:
         if self.run is None:

@@ -47,7 +47,7 @@ MAS_LEVELS_INDEX = {level: index for index, level in enumerate(MAS_LEVELS)}
 
 
 class PumpStart(StrictModel):
-    reservoir_ml: Annotated[float, Field(ge=0, le=40, allow_inf_nan=False)] = 20.0
+    reservoir_ml: Annotated[float, Field(gt=0, le=40, allow_inf_nan=False)] = 20.0
     concentration_ug_per_ml: Annotated[float, Field(gt=0, le=2000, allow_inf_nan=False)] | None = (
         None
     )
