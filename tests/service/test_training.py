@@ -220,3 +220,39 @@ def test_wrong_concentration_reaches_the_patient_after_the_catheter():
     assert _effect_at(report, 1.5) == pytest.approx(1.0, abs=0.1)  # old drug still in the line
     assert _effect_at(report, 24) > 3.0  # four times the dose once it arrives
     assert "somnolence" in _signs(report)
+
+
+def test_triggers_refill_filled_effect_and_action_and_a_pocket_fill_during_the_refill():
+    data = _fault_scenario("pocket_fill", {"fraction": 0.5})
+    data["duration_h"] = 8.0
+    data["events"] = [
+        {"id": "missed_port", "when": "refill_filled", "fault": "pocket_fill",
+         "params": {"fraction": 0.5}},
+        {"id": "drowsy", "when": "effect_above", "value": 1.15, "message": "drowsy"},
+        {"id": "assessed", "when": "action", "value": "assess_patient", "message": "noted"},
+    ]  # fmt: skip
+    data["expected"] = [
+        {"id": "check", "action": "refill_withdrawn", "description": "aspirate again",
+         "after": "drowsy", "within_h": 4, "match": {"significant": True}},
+    ]  # fmt: skip
+    data["model_answer"] = [
+        {"at_h": 0.3, "action": "stop"},
+        {"at_h": 0.4, "action": "refill_withdrawn"},
+        {"at_h": 0.5, "action": "refill_fill",
+         "params": {"volume_ml": 20.0, "concentration_ug_per_ml": 500.0}},
+        {"at_h": 0.6, "action": "start"},
+        {"at_h": 1.0, "action": "assess_patient"},
+        {"at_h": 7.0, "action": "stop"},
+        {"at_h": 7.1, "action": "refill_withdrawn"},
+    ]  # fmt: skip
+    scenario = parse_scenario(data)
+    report = run_fast(scenario, script=scenario.model_answer)
+    fired = report["events_fired"]
+    assert 0.5 <= fired["missed_port"] < fired["assessed"] < fired["drowsy"] < 7.0
+    pocket = next(a for a in report["actions"] if a["action"] == "pocket_fill")
+    assert pocket["params"]["under_skin_ml"] == pytest.approx(10.0, abs=0.05)
+    second = [a for a in report["actions"] if a["action"] == "refill_withdrawn"][1]
+    # Exactly what went under the skin is missing at the next aspiration (to the 0.01 mL read).
+    assert second["params"]["difference_ml"] == pytest.approx(-10.0, abs=0.02)
+    assert "pocket_fill" in second["params"]["causes"]
+    assert report["mastery"] is True
