@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
 from rig.therapy.alarms import AlarmCode, AlarmPriority, alarm_spec
-from rig.therapy.catheter import CatheterContents
+from rig.therapy.catheter import DEFAULT_CATHETER_UL, CatheterContents
 from rig.therapy.clocks import VirtualClock
 from rig.therapy.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning
 from rig.therapy.engine import TherapyEngine
@@ -156,9 +156,9 @@ class SimulationResult(StrictModel):
 class _PatientFollower:
     """The patient fed by what leaves the catheter tip as the pump delivers (catheter first)."""
 
-    def __init__(self, params: PatientParams, catheter_concentration_ug_per_ml: float) -> None:
+    def __init__(self, params: PatientParams, line_ug_per_ml: float, line_volume_ul: float) -> None:
         self.model = PatientModel(params)
-        self.catheter = CatheterContents.filled(catheter_concentration_ug_per_ml)
+        self.catheter = CatheterContents.filled(line_ug_per_ml, line_volume_ul)
         self.delivered_ul = 0.0
         self.timeline = [self.model.snapshot()]
 
@@ -215,10 +215,13 @@ def simulate(
     granted = 0
     follower = None
     if patient is not None:
-        old_ug_per_ml = getattr(program, "old_concentration_ug_per_ml", None)
+        # A bridge bolus starts with the old drug in the line, of the catheter it describes.
+        old_ug_per_ml = getattr(program.root, "old_concentration_ug_per_ml", None)
+        line = getattr(program.root, "catheter", None)
         follower = _PatientFollower(
             patient.adapted_to(proposal.new.daily_dose_ug_per_day),
             old_ug_per_ml or program.concentration_ug_per_ml,
+            line.volume_ul if line is not None else DEFAULT_CATHETER_UL,
         )
     request_times = (requests or BolusRequests()).times(start, end)
     for moment, is_request in _moments(start, end, request_times, follower is not None):

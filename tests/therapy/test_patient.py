@@ -107,6 +107,15 @@ def test_several_times_the_adapted_dose_is_an_overdose(capsys, tmp_path):
     assert "pruritus" not in comatose["signs"]
 
 
+def test_bridge_bolus_gives_the_old_drug_in_the_line_first(capsys, tmp_path):
+    # 159 µL of 500 µg/mL at the old volume rate, then 1000 µg/mL at 300 µg/day: 300 µg a day.
+    args = ["simulate", str(EXAMPLES / "bridge_bolus.toml"), "--days", "1", "--json", "--patient"]
+    assert main(args) == 0
+    patient = json.loads(capsys.readouterr().out)["patient"]
+    assert patient["reached_ug"] == pytest.approx(300.0, abs=0.5)
+    assert all(entry["signs"] == [] for entry in patient["timeline"])
+
+
 def test_text_output_lists_the_changes_of_signs(capsys):
     code = main(["simulate", str(EXAMPLES / "continuous.toml"), "--days", "5", "--patient",
                  "--reservoir-ml", "1"])  # fmt: skip
