@@ -75,6 +75,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import json
 
     from rig.therapy.drugs import load_program
+    from rig.therapy.patient import load_patient
     from rig.therapy.simulate import format_result, load_bolus_requests, parse_settings, simulate
 
     names = ("days", "capacity_ml", "reservoir_ml", "low_threshold_ml")
@@ -90,7 +91,8 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = parse_settings(options)
     program = load_program(args.program)
     requests = load_bolus_requests(args.bolus_requests) if args.bolus_requests else None
-    result = simulate(program, settings, requests)
+    patient = None if args.patient is None else load_patient(args.patient or None)
+    result = simulate(program, settings, requests, patient=patient)
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
@@ -110,6 +112,10 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "--bolus-requests", metavar="FILE", help="patient bolus requests (TOML: daily, at_h)"
     )
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.add_argument(
+        "--patient", nargs="?", const="", metavar="FILE",
+        help="follow a patient (TOML; without FILE the shipped adult) at least hourly",
+    )  # fmt: skip
     simulate.add_argument("--reservoir-ml", type=float, help="initial volume (default: full)")
     simulate.add_argument("--capacity-ml", type=float, help="reservoir size, 20 or 40 (default 20)")
     simulate.add_argument("--low-threshold-ml", type=float, help="low-reservoir alarm (default 2)")
@@ -137,6 +143,12 @@ def _add_clients(subparsers: argparse._SubParsersAction) -> None:
     add_client_commands(subparsers)
 
 
+def _add_scenario(subparsers: argparse._SubParsersAction) -> None:
+    from rig.scenario_cli import add_scenario_commands
+
+    add_scenario_commands(subparsers)
+
+
 def _add_plugins(subparsers: argparse._SubParsersAction) -> None:
     """Subcommands registered by other packages (``[project.entry-points."itbrig.commands"]``)."""
     for entry_point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
@@ -149,6 +161,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_selftest,
     _add_clients,
+    _add_scenario,
     _add_plugins,
 ]
 

@@ -15,6 +15,7 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 from ui import format as fmt
 from ui.controller import Controller
 from ui.screens import SCREENS
+from ui.training_screens import TRAINING_SCREENS
 
 KV_DIR = Path(__file__).parent / "kv"
 KV_FILES = (
@@ -29,6 +30,7 @@ KV_FILES = (
     "login.kv",
     "settings.kv",
     "faults.kv",
+    "training.kv",
 )
 _loaded = False
 
@@ -55,7 +57,7 @@ class KioskRoot(FloatLayout):
         super().__init__(ctl=ctl, **kwargs)
         manager: ScreenManager = self.ids.screens
         manager.transition = NoTransition()
-        for name, cls, label in SCREENS:
+        for name, cls, label in (*SCREENS, *TRAINING_SCREENS):
             screen = cls(name=name)
             screen.attach(ctl)
             manager.add_widget(screen)

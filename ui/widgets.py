@@ -231,6 +231,8 @@ class TrendPlot(Widget):
     """Live plot of measured (green) against expected (white) flow over the last ``window_s``."""
 
     window_s = NumericProperty(60)
+    start_s = NumericProperty(None, allownone=True)
+    """Left edge fixed at this time (None: the window ends at the latest sample)."""
     y_max = NumericProperty(1.0)
     samples_drawn = NumericProperty(0)
     unit = StringProperty("µL/min")
@@ -270,7 +272,7 @@ class TrendPlot(Widget):
             self.samples_drawn = 0
             return
         t_end = self.samples[-1][0]
-        t_start = t_end - self.window_s
+        t_start = t_end - self.window_s if self.start_s is None else self.start_s
         shown = [s for s in self.samples if s[0] >= t_start]
         peak = max(max(s[1], s[2]) for s in shown)
         self.y_max = max(peak * 1.2, 1e-6)

@@ -57,6 +57,7 @@ from rig.service.api_bodies import (
     Silenced,
     StatusBody,
 )
+from rig.service.api_training import add_training_routes
 from rig.service.auth import (
     DEFAULT_PINS,
     Action,
@@ -689,4 +690,5 @@ def create_app(
         except (WebSocketDisconnect, RuntimeError):
             return
 
+    add_training_routes(app, service, require, audited)
     return app

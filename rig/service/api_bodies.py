@@ -22,6 +22,7 @@ __all__ = [
     "BolusDecision",
     "BolusRow",
     "DayVolume",
+    "Debrief",
     "EventRow",
     "FaultsBody",
     "FillBody",
@@ -32,9 +33,12 @@ __all__ = [
     "ProgramRow",
     "Proposal",
     "RefillVerdict",
+    "ScenarioRun",
     "SelfTestBody",
     "Silenced",
     "StatusBody",
+    "TrainingAction",
+    "TrainingCatalogue",
 ]
 
 
@@ -214,3 +218,46 @@ class FillBody(Open):
 
 class Aspirating(Open):
     phase: Literal["aspirating"]
+
+
+class TrainingCatalogue(Open):
+    scenarios: list[dict[str, Any]] = Field(description="name, title, summary, duration_h, ...")
+    faults: list[dict[str, Any]] = Field(description="the clinical fault catalogue")
+    actions: dict[str, str] = Field(description="clinical action → what it means")
+
+
+class ScenarioRun(Open):
+    scenario: str
+    title: str
+    mode: Literal["guided", "assessment"]
+    trainee: str | None
+    at_h: float = Field(description="patient hours since the scenario started")
+    duration_h: float
+    finished: bool
+    patient: dict[str, Any] = Field(description="vitals, MAS, signs (no internals in assessment)")
+    messages: list[Any]
+    actions: list[Any]
+
+
+class TrainingAction(Open):
+    at_h: float
+    action: str
+    params: dict[str, Any]
+
+
+class Debrief(Open):
+    scenario: str
+    title: str
+    mode: str
+    trainee: str | None
+    score: float
+    points: int
+    max_points: int
+    mastery: bool
+    mastery_fraction: float
+    missed: list[Any]
+    critical_missed: list[Any]
+    items: list[Any]
+    actions: list[Any]
+    timeline: list[Any]
+    debrief: list[Any]

@@ -1063,7 +1063,8 @@ class RigService:
                 f"refill: {withdrawn_ml:g} mL withdrawn; {verdict.explanation}",
                 role=role,
                 patient_s=self._patient_s(),
-                detail={"withdrawn_ml": withdrawn_ml, "significant": verdict.significant},
+                detail={"withdrawn_ml": withdrawn_ml, "significant": verdict.significant}
+                | verdict.model_dump(include={"difference_ml", "causes"}),
             )
             if verdict.significant:
                 self.alarms.raise_condition(

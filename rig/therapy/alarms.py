@@ -178,7 +178,8 @@ _ENTRIES = [
         AlarmCode.REFILL_DISCREPANCY, _M, "Refill discrepancy",
         "The volume withdrawn at refill differs from the expected volume by more than the "
         "tolerance (1 mL for a 20 mL pump, 2 mL for a 40 mL pump).",
-        "Investigate over- or under-infusion, a pocket fill or an earlier entry error.",
+        "Less withdrawn than expected: over-infusion, a pocket fill or a short fill; more: "
+        "under-infusion or an entry error at the previous refill.",
         stops_delivery=False,
     ),
     AlarmSpec(

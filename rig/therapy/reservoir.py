@@ -175,6 +175,9 @@ class RefillVerdict(StrictModel):
     tolerance_ml: float
     significant: bool
     suspicion: Literal["none", "over_infusion", "under_infusion"]
+    causes: list[str] = Field(default_factory=list)
+    """What could explain a significant difference (withdrawn less: ``over_infusion``,
+    ``pocket_fill``, ``short_fill``; more: ``under_infusion``, ``fill_entry_error``)."""
     explanation: str
 
 
@@ -192,6 +195,7 @@ def refill_verdict(expected_ml: float, withdrawn_ml: float, capacity_ml: float) 
     difference_ml = withdrawn_ml - expected_ml
     significant = abs(difference_ml) > tolerance_ml
     suspicion: Literal["none", "over_infusion", "under_infusion"] = "none"
+    causes: list[str] = []
     if not significant:
         explanation = (
             f"Withdrawn {withdrawn_ml:g} mL against {expected_ml:g} mL expected: the difference "
@@ -199,18 +203,22 @@ def refill_verdict(expected_ml: float, withdrawn_ml: float, capacity_ml: float) 
         )
     elif difference_ml < 0:
         suspicion = "over_infusion"
+        causes = ["over_infusion", "pocket_fill", "short_fill"]
         explanation = (
             f"Withdrawn {withdrawn_ml:g} mL is {-difference_ml:.2f} mL less than the "
             f"{expected_ml:g} mL expected (more than {tolerance_ml:g} mL): suspect over-infusion, "
-            "or an entry error at the previous refill. Assess the patient for overdose."
+            "or less went into the reservoir than was recorded at the previous refill (a pocket "
+            "fill: drug under the skin; or a short fill). Assess the patient for overdose and, "
+            "after a pocket fill, for withdrawal."
         )
     else:
         suspicion = "under_infusion"
+        causes = ["under_infusion", "fill_entry_error"]
         explanation = (
             f"Withdrawn {withdrawn_ml:g} mL is {difference_ml:.2f} mL more than the "
             f"{expected_ml:g} mL expected (more than {tolerance_ml:g} mL): suspect under-infusion "
-            "(motor stall, catheter occlusion), or a pocket fill / short fill at the previous "
-            "refill. Assess the patient for withdrawal."
+            "(motor stall, catheter occlusion), or more was filled than recorded at the previous "
+            "refill (an entry error). Assess the patient for withdrawal."
         )
     return RefillVerdict(
         expected_ml=expected_ml,
@@ -219,5 +227,6 @@ def refill_verdict(expected_ml: float, withdrawn_ml: float, capacity_ml: float) 
         tolerance_ml=tolerance_ml,
         significant=significant,
         suspicion=suspicion,
+        causes=causes,
         explanation=explanation,
     )

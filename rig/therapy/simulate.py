@@ -12,6 +12,7 @@ Bolus-request file (TOML)::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,9 +22,11 @@ from pydantic import Field, ValidationError, model_validator
 
 from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
 from rig.therapy.alarms import AlarmCode, AlarmPriority, alarm_spec
+from rig.therapy.catheter import DEFAULT_CATHETER_UL, CatheterContents
 from rig.therapy.clocks import VirtualClock
 from rig.therapy.drugs import DEFAULT_DRUG_LIBRARY, DrugLibrary, LimitWarning
 from rig.therapy.engine import TherapyEngine
+from rig.therapy.patient import PatientModel, PatientParams, PatientSnapshot
 from rig.therapy.programs import Program, TimeOfDay
 from rig.therapy.reservoir import (
     DEFAULT_CAPACITY_ML,
@@ -119,6 +122,15 @@ class PatientBolusCount(StrictModel):
     denied_by_reason: dict[str, int]
 
 
+class PatientResult(StrictModel):
+    """The patient over the simulated period: one snapshot at the start and every hour."""
+
+    name: str
+    adapted_ug_per_day: float
+    reached_ug: float
+    timeline: list[PatientSnapshot]
+
+
 class SimulationResult(StrictModel):
     """What happened over the simulated period."""
 
@@ -138,6 +150,45 @@ class SimulationResult(StrictModel):
     alarms: list[AlarmRecord]
     patient_boluses: PatientBolusCount
     warnings: list[LimitWarning]
+    patient: PatientResult | None = None
+
+
+class _PatientFollower:
+    """The patient fed by what leaves the catheter tip as the pump delivers (catheter first)."""
+
+    def __init__(self, params: PatientParams, line_ug_per_ml: float, line_volume_ul: float) -> None:
+        self.model = PatientModel(params)
+        self.catheter = CatheterContents.filled(line_ug_per_ml, line_volume_ul)
+        self.delivered_ul = 0.0
+        self.timeline = [self.model.snapshot()]
+
+    def observe(self, at_h: float, delivered_ul: float, concentration_ug_per_ml: float) -> None:
+        before_ug = self.catheter.patient_ug
+        pushed_ul = delivered_ul - self.delivered_ul
+        self.catheter = self.catheter.pushed(pushed_ul, concentration_ug_per_ml)
+        self.delivered_ul = delivered_ul
+        self.model.advance(at_h - self.model.at_h, self.catheter.patient_ug - before_ug)
+
+    def result(self) -> PatientResult:
+        params = self.model.params
+        return PatientResult(
+            name=params.name,
+            adapted_ug_per_day=params.adapted_ug_per_day or 0.0,
+            reached_ug=self.model.reached_ug,
+            timeline=self.timeline,
+        )
+
+
+def _moments(
+    start: datetime, end: datetime, requests: list[datetime], hourly: bool
+) -> list[tuple[datetime, bool]]:
+    """Bolus requests (True) and, with *hourly*, every whole hour up to *end* (False), in order."""
+    moments = [(moment, True) for moment in requests]
+    if hourly:
+        count = math.ceil(hours(end - start))
+        moments += [(start + timedelta(hours=h), False) for h in range(1, count)]
+    moments.append((end, False))
+    return sorted(moments, key=lambda item: item[0])
 
 
 def simulate(
@@ -145,8 +196,10 @@ def simulate(
     settings: SimulationSettings,
     requests: BolusRequests | None = None,
     library: DrugLibrary = DEFAULT_DRUG_LIBRARY,
+    patient: PatientParams | None = None,
 ) -> SimulationResult:
-    """Run *program* from a freshly filled pump for ``settings.days`` patient days."""
+    """Run *program* from a freshly filled pump for ``settings.days`` patient days, with
+    *patient* (if given) following the dose that reaches it, at least hourly."""
     start = settings.start
     end = start + timedelta(days=settings.days)
     clock = VirtualClock(start)
@@ -160,15 +213,32 @@ def simulate(
     engine.confirm(proposal.proposal_id, accept_warnings=True)
     refusals: Counter[str] = Counter()
     granted = 0
-    for moment in (requests or BolusRequests()).times(start, end):
+    follower = None
+    if patient is not None:
+        # A bridge bolus starts with the old drug in the line, of the catheter it describes.
+        old_ug_per_ml = getattr(program.root, "old_concentration_ug_per_ml", None)
+        line = getattr(program.root, "catheter", None)
+        follower = _PatientFollower(
+            patient.adapted_to(proposal.new.daily_dose_ug_per_day),
+            old_ug_per_ml or program.concentration_ug_per_ml,
+            line.volume_ul if line is not None else DEFAULT_CATHETER_UL,
+        )
+    request_times = (requests or BolusRequests()).times(start, end)
+    for moment, is_request in _moments(start, end, request_times, follower is not None):
         clock.set(moment)
-        decision = engine.request_patient_bolus()
-        if decision.granted:
-            granted += 1
-        else:
-            refusals[decision.reason.value if decision.reason else "unknown"] += 1
-    clock.set(end)
-    engine.advance()
+        if is_request:
+            decision = engine.request_patient_bolus()
+            if decision.granted:
+                granted += 1
+            else:
+                refusals[decision.reason.value if decision.reason else "unknown"] += 1
+        engine.advance()
+        if follower is not None:
+            follower.observe(
+                hours(moment - start), engine.state.delivered_ul, program.concentration_ug_per_ml
+            )
+            if not is_request:
+                follower.timeline.append(follower.model.snapshot())
     alarms = [
         AlarmRecord(
             code=event.code,
@@ -202,6 +272,7 @@ def simulate(
             granted=granted, denied=sum(refusals.values()), denied_by_reason=dict(refusals)
         ),
         warnings=proposal.warnings,
+        patient=None if follower is None else follower.result(),
     )
 
 
@@ -237,4 +308,24 @@ def format_result(result: SimulationResult, source: str) -> str:
         title = alarm_spec(alarm.code).title
         priority = alarm.priority.value
         lines.append(f"    +{alarm.at_h:9.2f} h  {priority:<6}  {alarm.code}  ({title})")
+    if result.patient is not None:
+        lines += _patient_lines(result.patient)
     return "\n".join(lines)
+
+
+def _patient_lines(patient: PatientResult) -> list[str]:
+    """The patient's course: the start, the effect's extremes and every change of signs."""
+    lines = [
+        f"  patient        {patient.name}, adapted to {patient.adapted_ug_per_day:g} µg/day; "
+        f"{patient.reached_ug:.1f} µg reached the spinal fluid"
+    ]
+    previous: tuple[str, list[str]] | None = None
+    for entry in patient.timeline:
+        shown = (entry.mas, entry.signs)
+        if shown != previous:
+            signs = ", ".join(entry.signs) or "no signs"
+            lines.append(
+                f"    +{entry.at_h:9.2f} h  effect {entry.effect:5.2f}  MAS {entry.mas:<2}  {signs}"
+            )
+            previous = shown
+    return lines

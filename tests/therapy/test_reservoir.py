@@ -106,10 +106,16 @@ def test_refill_verdict(expected, withdrawn, capacity, significant, suspicion):
     assert verdict.suspicion == suspicion
     assert verdict.difference_ml == pytest.approx(withdrawn - expected)
     assert verdict.tolerance_ml == (1.0 if capacity == 20 else 2.0)
-    if suspicion == "over_infusion":
+    if suspicion == "over_infusion":  # less came out: over-infusion, or less went in
+        assert "pocket fill" in verdict.explanation and "short fill" in verdict.explanation
+        assert "entry error" not in verdict.explanation
+        assert verdict.causes == ["over_infusion", "pocket_fill", "short_fill"]
+    if suspicion == "under_infusion":  # more came out: under-infusion, or more went in
+        assert "pocket fill" not in verdict.explanation
         assert "entry error" in verdict.explanation
-    if suspicion == "under_infusion":
-        assert "pocket fill" in verdict.explanation
+        assert verdict.causes == ["under_infusion", "fill_entry_error"]
+    if suspicion == "none":
+        assert verdict.causes == []
 
 
 @pytest.mark.parametrize(
