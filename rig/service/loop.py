@@ -721,6 +721,12 @@ class RigService:
     # -- storage failure ------------------------------------------------------------------------
 
     @property
+    def lock(self) -> threading.RLock:
+        """The lock every request and the delivery loop hold while they act: hold it to read
+        or change several things at one instant (the training desk does)."""
+        return self._lock
+
+    @property
     def storage_ok(self) -> bool:
         return self._storage_error is None
 

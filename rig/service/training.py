@@ -131,7 +131,7 @@ class ScenarioRun:
 
         Under the service's lock first, as every request and the delivery loop take it: the
         books and the catheter are read, and faults applied, between their changes."""
-        with self.service._lock, self._lock:
+        with self.service.lock, self._lock:
             if self.finished:
                 return
             at_h = min(self.now_h(), self.scenario.duration_h)
@@ -267,7 +267,7 @@ class ScenarioRun:
                 f"fault: {fault!r} is not a clinical fault; allowed "
                 + ", ".join(f.value for f in ClinicalFault)
             ) from None
-        with self.service._lock, self._lock:
+        with self.service.lock, self._lock:
             if self.finished:
                 raise StateConflict("training: the scenario has ended")
             at_h = min(self.now_h(), self.scenario.duration_h)
