@@ -14,7 +14,7 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from ui import format as fmt
 from ui.controller import Controller
-from ui.screens import SCREENS
+from ui.nav import SCREENS, nav_for
 
 KV_DIR = Path(__file__).parent / "kv"
 KV_FILES = (
@@ -29,6 +29,7 @@ KV_FILES = (
     "login.kv",
     "settings.kv",
     "faults.kv",
+    "pin.kv",
 )
 _loaded = False
 
@@ -55,16 +56,13 @@ class KioskRoot(FloatLayout):
         super().__init__(ctl=ctl, **kwargs)
         manager: ScreenManager = self.ids.screens
         manager.transition = NoTransition()
-        for name, cls, label in SCREENS:
-            screen = cls(name=name)
+        for entry in SCREENS:
+            screen = entry.screen(name=entry.name)
             screen.attach(ctl)
             manager.add_widget(screen)
-            if label:
-                button = Button(text=label)
-                button.screen_name = name
-                button.bind(on_release=lambda b: self.show(b.screen_name))
-                self.ids.nav.add_widget(button)
         ctl.bind(status=self._status, role=self._header, reachable=self._reachable)
+        ctl.bind(role=self._nav)
+        self._nav()
         self.ids.banner.bind(on_release=lambda _b: self.show("alarms"))
         self._reachable(ctl, ctl.reachable)
         self._header()
@@ -75,6 +73,19 @@ class KioskRoot(FloatLayout):
 
     def show(self, name: str) -> None:
         self.manager.current = name
+
+    def _nav(self, *_args: Any) -> None:
+        """The navigation bar of the role logged in (``ui.nav``); leave a screen it may not see."""
+        nav = self.ids.nav
+        nav.clear_widgets()
+        entries = nav_for(self.ctl.role)
+        for entry in entries:
+            button = Button(text=entry.label)
+            button.screen_name = entry.name
+            button.bind(on_release=lambda b: self.show(b.screen_name))
+            nav.add_widget(button)
+        if self.manager.current not in {entry.name for entry in entries} | {"finish"}:
+            self.show("home")
 
     def _status(self, _ctl: Any, status: dict[str, Any]) -> None:
         self.ids.banner.alarms = list(status.get("alarms") or [])

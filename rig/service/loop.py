@@ -1012,7 +1012,7 @@ class RigService:
             if self.alarms.blocks_bolus():
                 active = ", ".join(self.alarms.active_codes)
                 answer = {"granted": False, "reason": "alarm_active",
-                          "message": f"refused: alarm active ({active})"}  # fmt: skip
+                          "message": f"an alarm is active ({active})"}  # fmt: skip
                 self._book_bolus_request(answer, role)
                 return answer
             self._commit_ledger()  # what came before the bolus is basal
