@@ -100,8 +100,11 @@ class ConfirmPopup(ModalView):
         super().__init__(question=question, yes_text=yes_text, **kwargs)
         self._on_yes = on_yes
 
+    def open(self, *_args: Any, **_kwargs: Any) -> None:
+        super().open(animation=False)
+
     def answer(self, yes: bool) -> None:
-        self.dismiss()
+        self.dismiss(animation=False)
         if yes:
             self._on_yes()
 
@@ -111,11 +114,15 @@ class PriorityChip(Label):
 
     priority = StringProperty("low")
     bg_rgba = ListProperty(IDLE_BANNER_RGBA)
+    fg_rgba = ListProperty([1, 1, 1, 1])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_priority(self, self.priority)
 
     def on_priority(self, _instance: Any, priority: str) -> None:
         style = fmt.banner_style(priority)
-        self.text = priority.upper()
-        self.bg_rgba, self.color = style.rgba, style.text_rgba
+        self.bg_rgba, self.fg_rgba = style.rgba, style.text_rgba
 
 
 class KeypadForm(BoxLayout):
