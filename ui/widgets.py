@@ -278,6 +278,9 @@ Sample = tuple[float, float | None, float | None, float | None, float]
 bench µL/min, None where there was no value."""
 
 
+AXIS_LABEL_W = 90
+
+
 def nice_ceiling(value: float) -> float:
     """The smallest 1, 2 or 5 × 10^n at or above *value* (axis tops that rarely change)."""
     if value <= 0:
@@ -323,7 +326,7 @@ class TrendPlot(Widget):
         self.bind(pos=self.redraw, size=self.redraw, window_s=self.redraw)
 
     def _axis_label(self) -> Label:
-        label = Label(font_size=12, size=(64, 16), color=(0.75, 0.75, 0.75, 1))
+        label = Label(font_size=12, size=(AXIS_LABEL_W, 16), color=(0.75, 0.75, 0.75, 1))
         self.add_widget(label)
         return label
 
@@ -393,9 +396,9 @@ class TrendPlot(Widget):
         span = fmt.patient_duration(self.window_s * factor) if factor else f"{self.window_s:g} s"
         self.compression_text = f"time ×{factor:.0f} (effective)" if factor else ""
         self._x_labels[0].text = f"−{span}"
-        self._x_labels[0].pos = (x + 2 + 64, y + 1)
+        self._x_labels[0].pos = (x + 2 + AXIS_LABEL_W, y + 1)
         self._x_labels[1].text = "now"
-        self._x_labels[1].pos = (x + w - 66, y + 1)
+        self._x_labels[1].pos = (x + w - AXIS_LABEL_W - 2, y + 1)
 
 
 class DailyChart(Widget):
