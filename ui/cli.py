@@ -40,6 +40,9 @@ def add_kiosk_command(subparsers: argparse._SubParsersAction) -> None:
         "--screenshot", metavar="DIR", default=None, help="save every screen offscreen, then exit"
     )
     kiosk.add_argument("--size", default="800x480", help="window size of --screenshot (WxH)")
+    kiosk.add_argument(
+        "--trend-s", type=float, default=2.0, help="--screenshot: seconds of live trend first"
+    )
     kiosk.set_defaults(handler=run_kiosk)
 
 
@@ -77,7 +80,7 @@ def _show(args: argparse.Namespace, url: str) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    return run_tour(url, Path(args.screenshot), size)
+    return run_tour(url, Path(args.screenshot), size, args.trend_s)
 
 
 DRI_DIR = Path("/dev/dri")

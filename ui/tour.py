@@ -18,6 +18,7 @@ OVERFLOW_SLACK_PX = 1
 LOGIN_ROLE = "clinician"
 FACTORY_CLINICIAN_PIN = "2222"
 PIN_ENV = "ITBRIG_PIN"
+TELEMETRY_HZ = 5
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -59,8 +60,9 @@ def save_png(path: Path) -> None:
         Path(saved).replace(path)
 
 
-def run_tour(url: str, out_dir: Path, size: tuple[int, int]) -> int:
-    """Save every screen at *size*; 0 when every label fits, 1 when some do not."""
+def run_tour(url: str, out_dir: Path, size: tuple[int, int], trend_s: float = 2.0) -> int:
+    """Save every screen at *size* after *trend_s* bench seconds of live trend; 0 when every
+    label fits, 1 when some do not."""
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     from kivy.config import Config
@@ -102,7 +104,9 @@ def run_tour(url: str, out_dir: Path, size: tuple[int, int]) -> int:
         lambda error: print(f"login as {LOGIN_ROLE}: {error}"),
     )
     wait_for(lambda: ctl.role == LOGIN_ROLE)
-    wait_for(lambda: root.manager.get_screen("home").ids.trend.samples_drawn >= 10, 300)
+    samples_wanted = max(1, round(trend_s * TELEMETRY_HZ))
+    trend = root.manager.get_screen("home").ids.trend
+    wait_for(lambda: trend.samples_drawn >= samples_wanted, 300 + 400 * round(trend_s))
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{size[0]}x{size[1]}"
     overflows: dict[str, list[dict[str, Any]]] = {}

@@ -301,7 +301,7 @@ class TrendPlot(Widget):
     unit = StringProperty("µL/h")
     compression_text = StringProperty("")
     SERIES = (  # (index in a sample, colour, width), drawn in this order
-        (1, (1, 1, 1, 0.55), 3.2),
+        (1, (1, 1, 1, 0.7), 5.0),
         (3, (0.35, 0.55, 1.0, 1), 1.0),
         (2, (0.2, 1.0, 0.3, 1), 1.4),
     )
