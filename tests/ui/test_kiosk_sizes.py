@@ -38,7 +38,7 @@ def test_every_screen_at_every_size_in_its_own_process(tmp_path):
         kiosk = [sys.executable, "-m", "rig.cli", "kiosk", "--url", service.url]
         tours = {
             size: subprocess.Popen(
-                [*kiosk, "--screenshot", str(SCREENS_DIR), "--size", size],
+                [*kiosk, "--screenshot", str(SCREENS_DIR), "--size", size, "--trend-s", "0.2"],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
