@@ -15,6 +15,7 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 from ui import format as fmt
 from ui.controller import Controller
 from ui.nav import SCREENS, nav_for
+from ui.widgets import render_labels_into_new_textures
 
 KV_DIR = Path(__file__).parent / "kv"
 KV_FILES = (
@@ -39,6 +40,7 @@ def load_kv() -> None:
     global _loaded
     if _loaded:
         return
+    render_labels_into_new_textures()
     for name in KV_FILES:
         Builder.load_file(str(KV_DIR / name))
     _loaded = True

@@ -32,6 +32,26 @@ from ui.forms import Field
 from ui.keypad import BACK, CLEAR, KEYS, KeypadBuffer
 
 IDLE_BANNER_RGBA = (0.12, 0.12, 0.12, 1)
+_label_texture_update = Label.texture_update
+
+
+def texture_update(self: Label, *args: Any) -> None:
+    """Render a label's new text into a new texture instead of over the one on screen.
+
+    Writing over a texture that frames already queued still draw makes the GL driver finish
+    those frames first (Mesa's llvmpipe: ~90 ms of CPU on the development machine, once a
+    second when the status changes the header); a new small texture costs an allocation."""
+    core = getattr(self, "_label", None)
+    if core is not None:
+        core.texture = None
+    _label_texture_update(self, *args)
+
+
+def render_labels_into_new_textures() -> None:
+    """Install :func:`texture_update` for every label of the kiosk (once, before the layout)."""
+    Label.texture_update = texture_update
+
+
 DIM_FACTOR = 0.25
 
 
