@@ -549,7 +549,9 @@ class RigService:
                 continue
             if event.kind == "alarm_raised" and event.code in ENGINE_ALARMS | {"dose_limit"}:
                 self.alarms.raise_condition(
-                    event.code, event.detail or alarm_spec(event.code).meaning
+                    event.code,
+                    event.detail or alarm_spec(event.code).meaning,
+                    patient_s=self._patient_s_at(event.at),
                 )
             elif event.kind == "alarm_cleared" and event.code in ENGINE_ALARMS:
                 self.alarms.condition_gone(event.code)

@@ -90,3 +90,15 @@ def test_the_shared_alarm_text_keeps_bench_units_for_engineer_views(kinked):
     assert text.startswith("05 Jan 2026 ") and "µL/h" in text
     assert "condition still present" in text and "µL/min" not in text
     assert "µL/min" in alarm_text(alarm, bench=True)
+
+
+def test_an_engine_alarm_carries_its_patient_time(tmp_path):
+    with VirtualRig(tmp_path) as rig:
+        rig.confirm(program_json("continuous"))
+        rig.service.stop_delivery("clinician")
+        volume_ml = rig.service.engine.state.reservoir.volume_ml
+        rig.service.refill_withdrawn(volume_ml)
+        rig.service.refill_fill(1.5, 500, "clinician")
+        rig.run(1.0)
+        low = next(a for a in rig.service.alarms.active_alarms() if a["code"] == "low_reservoir")
+        assert low["raised_patient_time"].startswith("2026-01-05T")
