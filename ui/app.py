@@ -56,6 +56,9 @@ class KioskRoot(FloatLayout):
 
     def __init__(self, ctl: Controller, **kwargs: Any) -> None:
         super().__init__(ctl=ctl, **kwargs)
+        # ids hold weak references: the overlay, off the tree while the service answers, would
+        # be garbage-collected and gone when it is needed again.
+        self.overlay = self.ids.overlay.__self__
         manager: ScreenManager = self.ids.screens
         manager.transition = NoTransition()
         for entry in SCREENS:
@@ -112,7 +115,7 @@ class KioskRoot(FloatLayout):
         )
 
     def _reachable(self, _ctl: Any, reachable: bool) -> None:
-        overlay = self.ids.overlay
+        overlay = self.overlay
         overlay.text = (
             "SERVICE UNREACHABLE\n\nThe rig service does not answer at\n"
             f"{self.ctl.url}\n\nRetrying every second…"
@@ -127,7 +130,7 @@ class KioskRoot(FloatLayout):
     @property
     def unreachable_shown(self) -> bool:
         """True while the full-screen unreachable state covers the kiosk."""
-        return self.ids.overlay.parent is self
+        return self.overlay.parent is self
 
 
 def build_root(ctl: Controller) -> KioskRoot:

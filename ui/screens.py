@@ -43,7 +43,8 @@ class KioskScreen(Screen):
     """A screen with a controller, a message line and a hook for every new status."""
 
     ctl: Controller | None = ObjectProperty(None, allownone=True)
-    role = StringProperty("")
+    session_role = StringProperty("")
+    """The role logged in ("" for nobody)."""
     message = StringProperty("")
     message_rgba = ListProperty(OK_RGBA)
     busy = BooleanProperty(False)
@@ -51,7 +52,7 @@ class KioskScreen(Screen):
     def attach(self, ctl: Controller) -> None:
         self.ctl = ctl
         ctl.bind(status=lambda _c, status: self.update(status))
-        ctl.bind(role=lambda _c, role: setattr(self, "role", role))
+        ctl.bind(role=lambda _c, role: setattr(self, "session_role", role))
 
     def update(self, status: dict[str, Any]) -> None:
         """Show a new status (called for every poll)."""

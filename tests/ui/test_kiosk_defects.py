@@ -4,12 +4,14 @@ matters the real API in-process over a virtual-clock rig (tests/ui/live_rig.py).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 
 import pytest
 from kivy.core.text import Label as CoreLabel
 
+from rig.client.http import ServiceUnreachable
 from rig.service.api import FaultRequest
 from tests.kiosk_touch import pump, wait_for
 from tests.service.conftest import program_json
@@ -229,6 +231,24 @@ def test_each_role_sees_its_own_navigation(kiosk, drive):
         assert [e.label for e in nav_for(role)] == shown
         assert (kiosk.manager.current == "faults") == ("Faults" in shown)
         assert (home.ids.rate_bench.opacity > 0) == (role == "engineer")  # bench units
+
+
+def test_logging_out_keeps_the_role_chosen_on_the_login_screen(kiosk, drive):
+    login = kiosk.manager.get_screen("login")
+    login.role = "engineer"
+    kiosk.ctl.role = "clinician"
+    kiosk.ctl.role = ""
+    drive.pump(1)
+    assert login.role == "engineer" and login.ids.role_engineer.state == "down"
+
+
+def test_the_unreachable_notice_survives_garbage_collection_while_hidden(kiosk, drive):
+    assert not kiosk.unreachable_shown  # the service answered: the notice is off the tree
+    gc.collect()
+    kiosk.ctl._status_failed(ServiceUnreachable("gone"))
+    drive.pump(1)
+    assert kiosk.unreachable_shown
+    kiosk.ctl._got_status(STATUS)
 
 
 # -- Trend -----------------------------------------------------------------------------------
