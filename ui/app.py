@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from kivy.app import App
+from kivy.factory import Factory
 from kivy.lang import Builder
 from kivy.properties import ObjectProperty, StringProperty
-from kivy.uix.button import Button
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from ui import format as fmt
 from ui.controller import Controller
-from ui.screens import SCREENS
-from ui.training_screens import TRAINING_SCREENS
+from ui.nav import SCREENS, nav_for
+from ui.widgets import render_labels_into_new_textures
 
 KV_DIR = Path(__file__).parent / "kv"
 KV_FILES = (
@@ -30,6 +30,7 @@ KV_FILES = (
     "login.kv",
     "settings.kv",
     "faults.kv",
+    "pin.kv",
     "training.kv",
 )
 _loaded = False
@@ -40,6 +41,7 @@ def load_kv() -> None:
     global _loaded
     if _loaded:
         return
+    render_labels_into_new_textures()
     for name in KV_FILES:
         Builder.load_file(str(KV_DIR / name))
     _loaded = True
@@ -55,18 +57,18 @@ class KioskRoot(FloatLayout):
 
     def __init__(self, ctl: Controller, **kwargs: Any) -> None:
         super().__init__(ctl=ctl, **kwargs)
+        # ids hold weak references: the overlay, off the tree while the service answers, would
+        # be garbage-collected and gone when it is needed again.
+        self.overlay = self.ids.overlay.__self__
         manager: ScreenManager = self.ids.screens
         manager.transition = NoTransition()
-        for name, cls, label in (*SCREENS, *TRAINING_SCREENS):
-            screen = cls(name=name)
+        for entry in SCREENS:
+            screen = entry.screen(name=entry.name)
             screen.attach(ctl)
             manager.add_widget(screen)
-            if label:
-                button = Button(text=label)
-                button.screen_name = name
-                button.bind(on_release=lambda b: self.show(b.screen_name))
-                self.ids.nav.add_widget(button)
         ctl.bind(status=self._status, role=self._header, reachable=self._reachable)
+        ctl.bind(role=self._nav)
+        self._nav()
         self.ids.banner.bind(on_release=lambda _b: self.show("alarms"))
         self._reachable(ctl, ctl.reachable)
         self._header()
@@ -77,6 +79,21 @@ class KioskRoot(FloatLayout):
 
     def show(self, name: str) -> None:
         self.manager.current = name
+
+    def _nav(self, *_args: Any) -> None:
+        """The navigation bar of the role logged in (``ui.nav``); leave a screen it may not see."""
+        nav = self.ids.nav
+        nav.clear_widgets()
+        entries = nav_for(self.ctl.role)
+        longest_label = max(len(entry.label) for entry in entries)
+        for entry in entries:
+            button = Factory.NavButton(text=entry.label)
+            button.screen_name = entry.name
+            button.longest_label = longest_label
+            button.bind(on_release=lambda b: self.show(b.screen_name))
+            nav.add_widget(button)
+        if self.manager.current not in {entry.name for entry in entries} | {"finish"}:
+            self.show("home")
 
     def _status(self, _ctl: Any, status: dict[str, Any]) -> None:
         self.ids.banner.alarms = list(status.get("alarms") or [])
@@ -101,7 +118,7 @@ class KioskRoot(FloatLayout):
         )
 
     def _reachable(self, _ctl: Any, reachable: bool) -> None:
-        overlay = self.ids.overlay
+        overlay = self.overlay
         overlay.text = (
             "SERVICE UNREACHABLE\n\nThe rig service does not answer at\n"
             f"{self.ctl.url}\n\nRetrying every second…"
@@ -116,7 +133,7 @@ class KioskRoot(FloatLayout):
     @property
     def unreachable_shown(self) -> bool:
         """True while the full-screen unreachable state covers the kiosk."""
-        return self.ids.overlay.parent is self
+        return self.overlay.parent is self
 
 
 def build_root(ctl: Controller) -> KioskRoot:

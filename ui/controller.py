@@ -18,15 +18,28 @@ Failed = Callable[[str], None]
 
 
 def error_text(error: Exception) -> str:
-    """What a screen shows for a failed request: the service's own reason where it gave one."""
+    """What a screen shows for a failed request: what kind of refusal, then the service's own
+    reason (a wrong PIN, a missing session and a role that may not do this read differently)."""
     if isinstance(error, ServiceRejected):
         reason = describe_detail(error.detail)
-        if error.status_code in (401, 403):
-            return f"Not allowed for this role — log in first.\n{reason}"
+        fields = {p.get("field") for p in _problems(error.detail)}
+        if error.status_code == 401 and fields & {"pin", "old_pin"}:
+            return f"Wrong PIN.\n{reason}"
+        if error.status_code == 401:
+            return f"Log in first.\n{reason}"
+        if error.status_code == 403:
+            return f"Not allowed for this role.\n{reason}"
+        if error.status_code == 429:
+            return f"Locked after too many wrong PINs.\n{reason}"
         return reason
     if isinstance(error, ServiceUnreachable):
         return "The rig service does not answer."
     return f"{error.__class__.__name__}: {error}"
+
+
+def _problems(detail: Any) -> list[dict[str, Any]]:
+    items = detail if isinstance(detail, list) else [detail]
+    return [item for item in items if isinstance(item, dict)]
 
 
 class Controller(EventDispatcher):
@@ -53,7 +66,9 @@ class Controller(EventDispatcher):
         self.url = url
         self.poll_s = poll_s
         self.worker = ApiWorker(RigClient(url, timeout_s=3.0), post)
-        self.telemetry = TelemetryStream(url, self._sample, self._link, post)
+        self.telemetry = TelemetryStream(
+            url, self._sample, self._link, post, access_token=self.worker.client.access_token
+        )
         self._polling = False
         self._events: list[Any] = []
 
@@ -137,7 +152,8 @@ class Controller(EventDispatcher):
         )
 
     def get(self, path: str, on_done: Done, on_error: Failed | None = None, **params: Any) -> None:
-        self.call("GET", path, None, on_done, on_error, params=params or None)
+        sent = {key: value for key, value in params.items() if value is not None}
+        self.call("GET", path, None, on_done, on_error, params=sent or None)
 
     def post(
         self,

@@ -8,7 +8,9 @@ from typing import Any
 from rig.client.format import (
     DASH,
     TRAINING_NOTICE,
+    alarm_text,
     battery_text,
+    compression,
     days,
     event_line,
     mode_label,
@@ -32,9 +34,11 @@ __all__ = [
     "TRAINING_NOTICE",
     "BannerStyle",
     "active_alarms",
+    "alarm_text",
     "banner_style",
     "banner_text",
     "battery_text",
+    "compression",
     "countdown",
     "days",
     "event_line",
@@ -99,7 +103,10 @@ def security_text(status: dict[str, Any]) -> str:
     factory = (status.get("security") or {}).get("factory_pins") or []
     if not factory:
         return ""
-    return f"Factory PIN in use: {', '.join(factory)}. Change it: itbrig pin change --role ROLE"
+    return (
+        f"Factory PIN in use: {', '.join(factory)}. Log in as that role and change it on the "
+        "PIN screen (or: itbrig pin change --role ROLE)"
+    )
 
 
 def reservoir_fraction(status: dict[str, Any]) -> tuple[float, float]:

@@ -32,7 +32,7 @@ from ui.forms import (
     missing,
     program_payload,
 )
-from ui.widgets import KeypadForm
+from ui.widgets import ConfirmPopup, KeypadForm, PriorityChip
 
 OK_RGBA = (0.3, 1.0, 0.4, 1)
 ERROR_RGBA = (1.0, 0.35, 0.3, 1)
@@ -43,6 +43,8 @@ class KioskScreen(Screen):
     """A screen with a controller, a message line and a hook for every new status."""
 
     ctl: Controller | None = ObjectProperty(None, allownone=True)
+    session_role = StringProperty("")
+    """The role logged in ("" for nobody)."""
     message = StringProperty("")
     message_rgba = ListProperty(OK_RGBA)
     busy = BooleanProperty(False)
@@ -50,6 +52,7 @@ class KioskScreen(Screen):
     def attach(self, ctl: Controller) -> None:
         self.ctl = ctl
         ctl.bind(status=lambda _c, status: self.update(status))
+        ctl.bind(role=lambda _c, role: setattr(self, "session_role", role))
 
     def update(self, status: dict[str, Any]) -> None:
         """Show a new status (called for every poll)."""
@@ -106,13 +109,24 @@ class HomeScreen(KioskScreen):
                 float(sample["bench_s"]),
                 sample.get("expected_ul_per_min"),
                 sample.get("measured_ul_per_min"),
+                sample.get("sensor_ul_per_min"),
+                sample.get("time_compression_effective"),
             )
 
     def start_stop(self) -> None:
+        """Start or resume at once; a stop is asked first (the patient gets nothing after it)."""
         path = {"running": "/api/stop", "recovery": "/api/recovery/resume"}.get(
             self.state, "/api/start"
         )
-        self.request("POST", path, None, lambda _r: self.say(""))
+        if path != "/api/stop":
+            self.request("POST", path, None, lambda _r: self.say(""))
+            return
+        self.confirm_popup = ConfirmPopup(
+            "Stop delivery?\nThe patient gets no drug until delivery is started again.",
+            "Stop",
+            lambda: self.request("POST", path, None, lambda _r: self.say("Delivery stopped")),
+        )
+        self.confirm_popup.open()
 
 
 class FormScreen(KioskScreen):
@@ -431,7 +445,7 @@ class AlarmsScreen(KioskScreen):
 
     def attach(self, ctl: Controller) -> None:
         super().attach(ctl)
-        ctl.bind(silence_remaining_s=lambda _c, s: self._silence(s))
+        ctl.bind(silence_remaining_s=lambda _c, s: self._silence(s), role=self._rows)
 
     def _silence(self, seconds: float) -> None:
         self.silence_text = (
@@ -443,40 +457,32 @@ class AlarmsScreen(KioskScreen):
         if alarms == self.alarms:
             return
         self.alarms = alarms
+        self._rows()
+
+    def _rows(self, *_args: Any) -> None:
         box = self.ids.alarm_list
         box.clear_widgets()
-        if not alarms:
+        if not self.alarms:
             box.add_widget(
                 Label(text="No active alarms", font_size=20, size_hint_y=None, height=60)
             )
-        for alarm in alarms:
+        for alarm in self.alarms:
             box.add_widget(self._row(alarm))
 
     def _row(self, alarm: dict[str, Any]) -> BoxLayout:
-        style = fmt.banner_style(alarm["priority"])
-        row = BoxLayout(size_hint_y=None, height=64, spacing=6)
-        row.add_widget(
-            Button(
-                text=alarm["priority"].upper(),
-                size_hint_x=None,
-                width=100,
-                background_normal="",
-                background_color=style.rgba,
-                color=style.text_rgba,
-                bold=True,
-            )
-        )
+        bench = self.ctl is not None and self.ctl.role == "engineer"
+        row = BoxLayout(size_hint_y=None, height=84 if bench else 64, spacing=6)
+        row.add_widget(PriorityChip(priority=alarm["priority"], size_hint_x=None, width=100))
         status = "acknowledged" if alarm.get("acknowledged") else "new"
-        row.add_widget(
-            Label(
-                text=f"[b]{alarm.get('title', alarm.get('code'))}[/b]  ({status})\n"
-                f"[size=14]{alarm.get('message', '')}[/size]",
-                markup=True,
-                halign="left",
-                valign="middle",
-                text_size=(440, None),
-            )
+        text = Label(
+            text=f"[b]{alarm.get('title', alarm.get('code'))}[/b]  ({status})\n"
+            f"[size=14]{fmt.alarm_text(alarm, bench=bench)}[/size]",
+            markup=True,
+            halign="left",
+            valign="middle",
         )
+        text.bind(size=lambda label, size: setattr(label, "text_size", size))
+        row.add_widget(text)
         ack = Button(text="Acknowledge", size_hint_x=None, width=160)
         ack.disabled = bool(alarm.get("acknowledged"))
         ack.bind(on_release=lambda _b: self.acknowledge(alarm))
@@ -520,6 +526,7 @@ class HistoryScreen(KioskScreen):
         self.ctl.get("/api/events", self._events, self.fail, since_id=since, limit=self.page)
 
     def _events(self, reply: list[dict[str, Any]]) -> None:
+        self.say("")
         self.events = (self.events + list(reply or []))[-self.shown :]
         if len(reply or []) == self.page:
             self._fetch_events()
@@ -564,19 +571,37 @@ class SettingsScreen(KioskScreen):
     """Time compression, trend window and display settings."""
 
     compression = StringProperty("")
+    nominal = NumericProperty(0)
     trend_window_s = NumericProperty(60)
     link_text = StringProperty("")
 
     def update(self, status: dict[str, Any]) -> None:
         self.compression = fmt.status_compression(status)
+        clock = status.get("clock") or {}
+        self.nominal = float(
+            clock.get("time_compression_nominal") or status.get("time_compression") or 0
+        )
         if self.ctl is not None:
             link = "live" if self.ctl.telemetry_linked else "down"
             self.link_text = f"  Service {self.ctl.url}\n  telemetry {link}"
 
     def set_compression(self, factor: float) -> None:
-        self.request(
-            "PUT", "/api/settings", {"time_compression": factor}, lambda _r: self.say("Time set")
+        """Asked first: every patient-time figure on the rig moves at the new pace."""
+        if factor == self.nominal:
+            self.say(f"Time is already ×{factor:g}")
+            return
+        self.confirm_popup = ConfirmPopup(
+            f"Change time compression to {fmt.compression(factor)}?\n"
+            "The patient clock, the forecasts and the alarm dates move at the new pace.",
+            f"Set ×{factor:g}",
+            lambda: self.request(
+                "PUT",
+                "/api/settings",
+                {"time_compression": factor},
+                lambda _r: self.say(f"Time set to ×{factor:g}"),
+            ),
         )
+        self.confirm_popup.open()
 
     def set_trend_window(self, seconds: float) -> None:
         self.trend_window_s = seconds
@@ -612,17 +637,3 @@ class FaultsScreen(KioskScreen):
         for key, _label in FAULT_SWITCHES:
             self.ids[key].state = "normal"
         self.request("DELETE", "/api/faults", None, lambda _r: self.say("Faults cleared"))
-
-
-SCREENS: tuple[tuple[str, type[KioskScreen], str], ...] = (
-    ("home", HomeScreen, "Home"),
-    ("program", ProgramScreen, "Program"),
-    ("finish", FinishScreen, ""),
-    ("bolus", BolusScreen, "Bolus"),
-    ("refill", RefillScreen, "Refill"),
-    ("alarms", AlarmsScreen, "Alarms"),
-    ("history", HistoryScreen, "History"),
-    ("faults", FaultsScreen, "Faults"),
-    ("settings", SettingsScreen, "Settings"),
-    ("login", LoginScreen, "Login"),
-)

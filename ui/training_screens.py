@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kivy.factory import Factory
 from kivy.properties import BooleanProperty, DictProperty, ListProperty, StringProperty
-from kivy.uix.togglebutton import ToggleButton
 
 from ui.screens import ERROR_RGBA, KioskScreen
 
@@ -91,7 +91,7 @@ class TrainerScreen(KioskScreen):
             return
         box.clear_widgets()
         for row in self.scenarios:
-            button = ToggleButton(text=row["title"], group="scenario", font_size=14)
+            button = Factory.ScenarioChoice(text=row["title"])
             button.scenario_name = row["name"]
             button.bind(on_release=lambda b: self.choose(b.scenario_name))
             box.add_widget(button)
@@ -178,9 +178,3 @@ class PatientMonitorScreen(KioskScreen):
             said += [note["message"]] if note.get("message") else []
             said += [f"Hint: {note['hint']}"] if note.get("hint") else []  # guided mode only
         self.messages = "\n".join(said[-3:])
-
-
-TRAINING_SCREENS: tuple[tuple[str, type[KioskScreen], str], ...] = (
-    ("training", TrainerScreen, "Training"),
-    ("monitor", PatientMonitorScreen, ""),
-)

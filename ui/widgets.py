@@ -5,11 +5,13 @@ Drawing uses Kivy graphics instructions only; the look lives in ``kv/widgets.kv`
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from kivy.clock import Clock
-from kivy.graphics import Color, Line, Rectangle
+from kivy.graphics import Color, InstructionGroup, Line, Rectangle
 from kivy.properties import (
     BooleanProperty,
     ListProperty,
@@ -17,9 +19,11 @@ from kivy.properties import (
     ObjectProperty,
     StringProperty,
 )
+from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
+from kivy.uix.modalview import ModalView
 from kivy.uix.togglebutton import ToggleButton
 from kivy.uix.widget import Widget
 
@@ -28,11 +32,34 @@ from ui.forms import Field
 from ui.keypad import BACK, CLEAR, KEYS, KeypadBuffer
 
 IDLE_BANNER_RGBA = (0.12, 0.12, 0.12, 1)
+_label_texture_update = Label.texture_update
+
+
+def texture_update(self: Label, *args: Any) -> None:
+    """Render a label's new text into a new texture instead of over the one on screen.
+
+    Writing over a texture that frames already queued still draw makes the GL driver finish
+    those frames first (Mesa's llvmpipe: ~90 ms of CPU on the development machine, once a
+    second when the status changes the header); a new small texture costs an allocation."""
+    core = getattr(self, "_label", None)
+    if core is not None:
+        core.texture = None
+    _label_texture_update(self, *args)
+
+
+def render_labels_into_new_textures() -> None:
+    """Install :func:`texture_update` for every label of the kiosk (once, before the layout)."""
+    Label.texture_update = texture_update
+
+
 DIM_FACTOR = 0.25
 
 
-class AlarmBanner(Button):
-    """The alarm bar on every screen: colour and flash rate of the highest active priority."""
+class AlarmBanner(ButtonBehavior, Label):
+    """The alarm bar on every screen: colour and flash rate of the highest active priority.
+
+    A label that takes touches, not a Button: the shared Button look recolours a button while it
+    is pressed, and the banner must keep its IEC colour whatever is done to it."""
 
     alarms = ListProperty([])
     priority = StringProperty("")
@@ -81,6 +108,41 @@ class AlarmBanner(Button):
         r, g, b, a = self._style.rgba
         k = 1.0 if self.lit else DIM_FACTOR
         self.bg_rgba = (r * k, g * k, b * k, a)
+
+
+class ConfirmPopup(ModalView):
+    """A question before an action that changes what the patient gets: Yes runs *on_yes*."""
+
+    question = StringProperty("")
+    yes_text = StringProperty("Yes")
+
+    def __init__(self, question: str, yes_text: str, on_yes: Callable[[], None], **kwargs: Any):
+        super().__init__(question=question, yes_text=yes_text, **kwargs)
+        self._on_yes = on_yes
+
+    def open(self, *_args: Any, **_kwargs: Any) -> None:
+        super().open(animation=False)
+
+    def answer(self, yes: bool) -> None:
+        self.dismiss(animation=False)
+        if yes:
+            self._on_yes()
+
+
+class PriorityChip(Label):
+    """An alarm's priority on its IEC colour (red high, yellow medium, cyan low)."""
+
+    priority = StringProperty("low")
+    bg_rgba = ListProperty(IDLE_BANNER_RGBA)
+    fg_rgba = ListProperty([1, 1, 1, 1])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_priority(self, self.priority)
+
+    def on_priority(self, _instance: Any, priority: str) -> None:
+        style = fmt.banner_style(priority)
+        self.bg_rgba, self.fg_rgba = style.rgba, style.text_rgba
 
 
 class KeypadForm(BoxLayout):
@@ -168,8 +230,12 @@ class KeyButton(Button):
     key = StringProperty("")
 
 
+PIN_GLYPH = "*"
+"""The masked PIN's glyph: one the kiosk's font draws (Roboto has no "●")."""
+
+
 class PinPad(BoxLayout):
-    """PIN entry for login: digits only, shown as dots."""
+    """PIN entry: digits only, shown masked."""
 
     pin = StringProperty("")
     masked = StringProperty("")
@@ -198,7 +264,7 @@ class PinPad(BoxLayout):
             self.pin += key
 
     def on_pin(self, _instance: Any, pin: str) -> None:
-        self.masked = "●" * len(pin)
+        self.masked = PIN_GLYPH * len(pin)
 
 
 class ReservoirGauge(Widget):
@@ -227,33 +293,80 @@ class ReservoirGauge(Widget):
             Line(rectangle=(x, y, w, h), width=1)
 
 
+Sample = tuple[float, float | None, float | None, float | None, float]
+"""(bench s, expected, measured, sensor reading, effective time compression): flows in
+bench µL/min, None where there was no value."""
+
+
+AXIS_LABEL_W = 90
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^n at or above *value* (axis tops that rarely change)."""
+    if value <= 0:
+        return 1.0
+    scale = 10 ** math.floor(math.log10(value))
+    return next(step * scale for step in (1, 2, 5, 10) if step * scale >= value)
+
+
 class TrendPlot(Widget):
-    """Live plot of measured (green) against expected (white) flow over the last ``window_s``."""
+    """Live flow over the last ``window_s`` bench seconds, in the patient's µL/h: expected
+    (wide white band), measured over the window (green, on top, so both show when they agree)
+    and the raw sensor reading (thin blue). Missing values leave gaps; the axes carry values
+    and the effective time compression."""
 
     window_s = NumericProperty(60)
     start_s = NumericProperty(None, allownone=True)
     """Left edge fixed at this time (None: the window ends at the latest sample)."""
+    patient_rates = BooleanProperty(True)
+    """Samples are bench µL/min, shown as the patient's µL/h; False: shown as given, in
+    ``unit``, against time in ``time_unit`` (the training screen's effect curve)."""
+    time_unit = StringProperty("s")
     y_max = NumericProperty(1.0)
     samples_drawn = NumericProperty(0)
-    unit = StringProperty("µL/min")
+    unit = StringProperty("µL/h")
+    compression_text = StringProperty("")
+    SERIES = (  # (index in a sample, colour, width), drawn in this order
+        (1, (1, 1, 1, 0.7), 5.0),
+        (3, (0.35, 0.55, 1.0, 1), 1.0),
+        (2, (0.2, 1.0, 0.3, 1), 1.4),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.samples: deque[tuple[float, float, float]] = deque(maxlen=4000)
+        self.samples: deque[Sample] = deque(maxlen=4000)
+        self.segments: dict[int, list[list[float]]] = {}
         with self.canvas:
             Color(0.08, 0.08, 0.08, 1)
             self._background = Rectangle()
             Color(0.3, 0.3, 0.3, 1)
             self._grid = [Line(points=[], width=1) for _ in range(3)]
-            Color(1, 1, 1, 1)
-            self._expected = Line(points=[], width=1.5)
-            Color(0.2, 1.0, 0.3, 1)
-            self._measured = Line(points=[], width=1.5)
+        self._groups = {}
+        for index, rgba, _width in self.SERIES:
+            group = InstructionGroup()
+            self.canvas.add(Color(*rgba))
+            self.canvas.add(group)
+            self._groups[index] = group
+        self._y_labels = [self._axis_label() for _ in range(3)]
+        self._x_labels = [self._axis_label() for _ in range(2)]
         self.bind(pos=self.redraw, size=self.redraw, window_s=self.redraw)
 
-    def add_sample(self, t_s: float, expected: float | None, measured: float | None) -> None:
-        """Append one sample (bench seconds, µL/min) and redraw."""
-        self.samples.append((t_s, expected or 0.0, measured or 0.0))
+    def _axis_label(self) -> Label:
+        label = Label(font_size=12, size=(AXIS_LABEL_W, 16), color=(0.75, 0.75, 0.75, 1))
+        self.add_widget(label)
+        return label
+
+    def add_sample(
+        self,
+        t_s: float,
+        expected: float | None,
+        measured: float | None,
+        sensor: float | None = None,
+        compression: float | None = None,
+    ) -> None:
+        """Append one sample (bench seconds, bench µL/min, the effective compression) and redraw."""
+        factor = compression or (self.samples[-1][4] if self.samples else 1.0)
+        self.samples.append((t_s, expected, measured, sensor, factor))
         self.redraw()
 
     def clear(self) -> None:
@@ -267,25 +380,62 @@ class TrendPlot(Widget):
         for k, line in enumerate(self._grid, start=1):
             level = y + h * k / 4
             line.points = [x, level, x + w, level]
-        if not self.samples:
-            self._expected.points = self._measured.points = []
-            self.samples_drawn = 0
-            return
-        t_end = self.samples[-1][0]
+        t_end = self.samples[-1][0] if self.samples else 0.0
         t_start = t_end - self.window_s if self.start_s is None else self.start_s
         shown = [s for s in self.samples if s[0] >= t_start]
-        peak = max(max(s[1], s[2]) for s in shown)
-        self.y_max = max(peak * 1.2, 1e-6)
+        values = [
+            self._shown_value(v, s[4]) for s in shown for v in (s[1], s[2], s[3]) if v is not None
+        ]
+        self.y_max = nice_ceiling(max(values, default=0.0) * 1.1)
         scale_x, scale_y = w / self.window_s, (h - 4) / self.y_max
-        expected: list[float] = []
-        measured: list[float] = []
-        for t, e, m in shown:
-            px = x + (t - t_start) * scale_x
-            expected += [px, y + 2 + e * scale_y]
-            measured += [px, y + 2 + m * scale_y]
-        self._expected.points = expected
-        self._measured.points = measured
+        self.segments = {}
+        for index, _rgba, width in self.SERIES:
+            runs: list[list[float]] = []
+            run: list[float] = []
+            for sample in shown:
+                value = sample[index]
+                if value is None or (self.patient_rates and not sample[4]):
+                    if run:
+                        runs.append(run)
+                    run = []
+                    continue
+                shown_value = self._shown_value(value, sample[4])
+                run += [x + (sample[0] - t_start) * scale_x, y + 2 + shown_value * scale_y]
+            if run:
+                runs.append(run)
+            group = self._groups[index]
+            group.clear()
+            for points in runs:
+                group.add(Line(points=points, width=width))
+            self.segments[index] = runs
         self.samples_drawn = len(shown)
+        self._axes(shown)
+
+    def _shown_value(self, value: float, compression: float) -> float:
+        if not self.patient_rates:
+            return value
+        return value * 60 / compression if compression else 0.0
+
+    def _axes(self, shown: list[Sample]) -> None:
+        x, y = self.pos
+        w, h = self.size
+        for k, label in enumerate(self._y_labels):
+            value = self.y_max * k / 2
+            label.text = f"{value:g} {self.unit}" if k else "0"
+            label.pos = (x + 2, y + (h - 16) * k / 2)
+        self._x_labels[0].pos = (x + 2 + AXIS_LABEL_W, y + 1)
+        self._x_labels[1].pos = (x + w - AXIS_LABEL_W - 2, y + 1)
+        if not self.patient_rates:
+            start = self.start_s or 0.0
+            self.compression_text = ""
+            self._x_labels[0].text = f"{start:g} {self.time_unit}"
+            self._x_labels[1].text = f"{start + self.window_s:g} {self.time_unit}"
+            return
+        factor = shown[-1][4] if shown else 0.0
+        span = fmt.patient_duration(self.window_s * factor) if factor else f"{self.window_s:g} s"
+        self.compression_text = f"time ×{factor:.0f} (effective)" if factor else ""
+        self._x_labels[0].text = f"−{span}"
+        self._x_labels[1].text = "now"
 
 
 class DailyChart(Widget):

@@ -69,7 +69,8 @@ class TelemetryStream:
     """Reads the telemetry WebSocket on a daemon thread, reconnecting until stopped.
 
     Each decoded message goes to *on_sample*, and every change of connection to *on_link*
-    (True when connected), both on the UI thread through *post*.
+    (True when connected), both on the UI thread through *post*. The handshake carries the
+    access token when one is configured, as every REST request does.
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class TelemetryStream:
         on_link: Callable[[bool], None],
         post: Post = kivy_post,
         retry_s: float = 1.0,
+        access_token: str | None = None,
     ) -> None:
         self.url = telemetry_url(url)
+        self._headers = {"Authorization": f"Bearer {access_token}"} if access_token else None
         self._on_sample = on_sample
         self._on_link = on_link
         self._post = post
@@ -105,7 +108,9 @@ class TelemetryStream:
 
         while not self._stop.is_set():
             try:
-                with connect(self.url, open_timeout=2, close_timeout=1) as socket:
+                with connect(
+                    self.url, open_timeout=2, close_timeout=1, additional_headers=self._headers
+                ) as socket:
                     self._socket = socket
                     self._post(lambda: self._on_link(True))
                     for message in socket:

@@ -20,6 +20,7 @@ from typing import Any
 
 from rig.client.format import (
     DASH,
+    alarm_text,
     battery_text,
     event_line,
     mode_label,
@@ -84,7 +85,7 @@ def _status_text(status: dict[str, Any]) -> str:
     for alarm in status["alarms"]:
         lines.append(
             f"ALARM      [{alarm['priority']}] {alarm['title']} (id {alarm['id']}): "
-            f"{alarm['message']}"
+            f"{alarm_text(alarm)}"
         )
     return "\n".join(lines)
 
@@ -151,7 +152,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
             if not data["active"]:
                 return "no active alarms"
             return "\n".join(
-                f"{a['id']:>4} [{a['priority']}] {a['title']}: {a['message']}"
+                f"{a['id']:>4} [{a['priority']}] {a['title']}: {alarm_text(a)}"
                 + (" (acknowledged)" if a["acknowledged"] else "")
                 for a in data["active"]
             )

@@ -204,3 +204,17 @@ def rate_bench(rates: dict[str, Any]) -> str:
         f"bench {number(rates.get('bench_ul_per_min'), 2, 'µL/min')}   "
         f"{number(rates.get('bench_steps_per_s'), 1, 'steps/s')}"
     )
+
+
+def alarm_text(alarm: dict[str, Any], *, bench: bool = False) -> str:
+    """An alarm's message for people: raised when (patient time), what was found in clinical
+    units, its state; with *bench* (engineer views) also what the bench measured."""
+    raised = alarm.get("raised_patient_time")
+    parts = [f"{when(raised)}: " if raised else "", str(alarm.get("message") or "")]
+    if alarm.get("rechecking"):
+        parts.append(" — re-checking with delivery running")
+    elif alarm.get("acknowledged") and alarm.get("condition_present"):
+        parts.append(" — acknowledged, condition still present")
+    if bench and alarm.get("detail"):
+        parts.append(f"\n{alarm['detail']}")
+    return "".join(parts)

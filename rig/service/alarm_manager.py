@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from rig.service.books import AlarmStateError, EventKind, RigStore, StorageError, iso_utc, utc_now
@@ -69,6 +70,12 @@ class _Active:
     alarm_id: int | None = None
     """The books' id; None while the books could not be written."""
     acknowledged: bool = False
+    detail: str = ""
+    """What the bench measured (bench units), for the engineer; the message is clinical."""
+    raised_patient_time: str | None = None
+    rechecking: bool = False
+    """Acknowledged with its condition unresolved, delivery restarted to judge it again: it
+    clears once the condition is judged gone, and is raised anew if it is judged present."""
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,14 @@ class AlarmManager:
         on_stop_delivery: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         records: PendingRecords | None = None,
+        patient_epoch: datetime | None = None,
     ) -> None:
         self._store = store
         self._buzzer = buzzer
         self._led = led
         self._on_stop_delivery = on_stop_delivery
         self._clock = clock
+        self._patient_epoch = patient_epoch
         self.records = records if records is not None else PendingRecords(store)
         self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
@@ -132,21 +141,37 @@ class AlarmManager:
 
     # -- conditions ---------------------------------------------------------------------------
 
-    def raise_condition(self, code: str, message: str, *, patient_s: float | None = None) -> bool:
+    def raise_condition(
+        self, code: str, message: str, *, patient_s: float | None = None, detail: str = ""
+    ) -> bool:
         """Condition *code* is present; raise its alarm if it is not active. True if new.
 
         In this order: delivery stopped (if the alarm stops it), alarm sounded and shown, alarm
-        recorded (or kept to record once the books can be written).
+        recorded (or kept to record once the books can be written). An alarm being re-checked
+        (:meth:`recheck_on_start`) whose condition is still there is cleared and raised anew.
         """
         spec = alarm_spec(code)
         with self._lock:
             active = self._active.get(code)
-            if active is not None:
+            if active is not None and not active.rechecking:
                 active.condition_present = True
                 return False
+            if active is not None:  # restarted to re-check it, and it is still there
+                del self._active[code]
+                self.records.write(
+                    f"record the {code} alarm re-raised",
+                    lambda: self._book_clear(active, None, patient_s),
+                )
         if spec.stops_delivery:
             self._on_stop_delivery(code)
-        entry = _Active(spec, True, message, iso_utc(utc_now()))
+        entry = _Active(
+            spec,
+            True,
+            message,
+            iso_utc(utc_now()),
+            detail=detail,
+            raised_patient_time=self._patient_time(patient_s),
+        )
         with self._lock:
             if code in self._active:  # raised by another thread meanwhile
                 self._active[code].condition_present = True
@@ -161,6 +186,31 @@ class AlarmManager:
         self.tick()
         self.records.write(f"record the {code} alarm", lambda: self._book_raise(entry, patient_s))
         return True
+
+    def _patient_time(self, patient_s: float | None) -> str | None:
+        if self._patient_epoch is None or patient_s is None:
+            return None
+        return (self._patient_epoch + timedelta(seconds=patient_s)).isoformat()
+
+    def recheck_on_start(self, codes: frozenset[str]) -> list[str]:
+        """Delivery starts: acknowledged alarms among *codes* whose condition a stopped motor
+        could not judge are re-checked by running (returned); an unacknowledged one refuses the
+        start (ValueError naming it)."""
+        with self._lock:
+            held = [
+                (code, active)
+                for code, active in self._active.items()
+                if code in codes and active.condition_present
+            ]
+            waiting = [code for code, active in held if not active.acknowledged]
+            if waiting:
+                raise ValueError(
+                    f"state: acknowledge these alarms first: {', '.join(waiting)} (starting "
+                    "delivery then re-checks them)"
+                )
+            for _code, active in held:
+                active.rechecking = True
+            return [code for code, _active in held]
 
     def _book_raise(self, entry: _Active, patient_s: float | None) -> None:
         code = entry.spec.code.value
@@ -331,10 +381,13 @@ class AlarmManager:
                     "priority": active.spec.priority.value,
                     "title": active.spec.title,
                     "message": active.message,
+                    "detail": active.detail,
                     "action": active.spec.action,
                     "raised_at": active.raised_at_utc,
+                    "raised_patient_time": active.raised_patient_time,
                     "acknowledged": active.acknowledged,
                     "condition_present": active.condition_present,
+                    "rechecking": active.rechecking,
                     "on_books": active.alarm_id is not None,
                 }
                 for code, active in entries

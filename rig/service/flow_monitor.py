@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hal.flow_sensor import SLF3S_0600F_FULL_SCALE_UL_PER_MIN
-from rig.therapy.alarms import AlarmCode
+from rig.therapy.alarms import AlarmCode, alarm_spec
 from rig.therapy.units import SECONDS_PER_MINUTE
 
 OVER_INFUSION = AlarmCode.OVER_INFUSION
@@ -47,6 +47,9 @@ FLOW_CONDITIONS = (
     AIR_IN_LINE,
 )
 """Every condition the monitor reports: each is the alarm code it raises."""
+RUNNING_CONDITIONS = frozenset({OVER_INFUSION, RUNAWAY, UNDER_INFUSION, NO_FLOW})
+"""Conditions only a window with the motor running can judge: a stopped motor neither shows
+nor disproves them (a kinked line looks the same as a clear one when nothing is pushed)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ class FlowStatus:
     expected_ul_per_min: float | None
     measured_ul_per_min: float | None
     window_bench_s: float
+    time_compression: float = 1.0
+    """Patient seconds per bench second while the window ran."""
+    judged: frozenset[str] = frozenset(FLOW_CONDITIONS)
+    """The conditions this instant could judge: present or gone. The others are unknown (the
+    window is settling or not full, the sensor is silent, or the motor is stopped) and keep
+    what was last judged."""
 
 
 @dataclass
@@ -175,6 +184,7 @@ class FlowMonitor:
             conditions.add(SENSOR_FAULT)
         if self._air:
             conditions.add(AIR_IN_LINE)
+        judged = {SENSOR_FAULT, AIR_IN_LINE}
         expected = measured = None
         samples = self._samples
         if not silent and len(samples) >= 2:
@@ -182,12 +192,23 @@ class FlowMonitor:
             short = self._recent_runaway(samples, span_s)
             if short:
                 conditions.add(RUNAWAY)
+                judged.add(RUNAWAY)
             elif span_s >= self.window_bench_s * 0.95:
                 steps = samples[-1].steps - samples[0].steps
                 expected = steps * self.ul_per_step / (span_s / SECONDS_PER_MINUTE)
                 measured = self._flow_sum / len(samples)
                 conditions |= self._sustained(self._judge(expected, measured), now_s)
-        return FlowStatus(frozenset(conditions), expected, measured, self.window_bench_s)
+                judged.add(FLOW_WHILE_STOPPED)
+                if self._rate_ul_per_min > 0 or expected > 0:
+                    judged |= RUNNING_CONDITIONS
+        return FlowStatus(
+            frozenset(conditions),
+            expected,
+            measured,
+            self.window_bench_s,
+            self.time_compression,
+            frozenset(judged | conditions),
+        )
 
     def _sustained(self, judged: set[str], now_s: float) -> set[str]:
         """Over- and under-infusion count once they have held for the runaway window.
@@ -238,3 +259,30 @@ class FlowMonitor:
         if measured < expected * (1 - limits.under_fraction):
             return {UNDER_INFUSION}
         return set()
+
+
+def flow_alarm_texts(code: str, status: FlowStatus) -> tuple[str, str]:
+    """(clinical message, bench detail) of a flow condition: the message in the patient's units
+    (µL/h, patient minutes), the detail as the bench measured it (µL/min, bench seconds)."""
+    expected, measured = status.expected_ul_per_min, status.measured_ul_per_min
+    if expected is None or measured is None:
+        return alarm_spec(code).meaning, ""
+    factor = status.time_compression
+    to_patient_ul_per_h = SECONDS_PER_MINUTE / factor
+    window_patient_min = status.window_bench_s * factor / SECONDS_PER_MINUTE
+    share = f" ({100 * measured / expected:.0f} %)" if expected > 0 else ""
+    message = (
+        f"measured {measured * to_patient_ul_per_h:.1f} µL/h against "
+        f"{expected * to_patient_ul_per_h:.1f} µL/h expected{share} "
+        f"over {_patient_span(window_patient_min)} of patient time"
+    )
+    detail = (
+        f"bench: measured {measured:.1f} µL/min against {expected:.1f} µL/min expected "
+        f"over {status.window_bench_s:.1f} bench s (time ×{factor:g})"
+    )
+    return message, detail
+
+
+def _patient_span(minutes: float) -> str:
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest:02d} min" if hours else f"{rest} min"

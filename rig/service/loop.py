@@ -26,7 +26,13 @@ from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
 from rig.service.books import EventKind, RigStore, RunState, StorageError, iso_utc, utc_now
 from rig.service.config import KioskConfig
-from rig.service.flow_monitor import FLOW_CONDITIONS, FlowLimits, FlowMonitor
+from rig.service.flow_monitor import (
+    FLOW_CONDITIONS,
+    RUNNING_CONDITIONS,
+    FlowLimits,
+    FlowMonitor,
+    flow_alarm_texts,
+)
 from rig.service.motion import BenchLimits, Motion
 from rig.service.records import PendingRecords
 from rig.service.selftest import SelfTestReport
@@ -244,6 +250,7 @@ class RigService:
             bench.led,
             on_stop_delivery=lambda _code: self._stop_motor(),
             records=self.records,
+            patient_epoch=PATIENT_EPOCH,
         )
         self.flow_monitor = FlowMonitor(
             self.ul_per_step, self.clock.time_compression, flow_limits_for(bench.config)
@@ -496,9 +503,11 @@ class RigService:
             )
             self.telemetry.sensor_ul_per_min = reading.flow_ul_per_min
         for code in FLOW_CONDITIONS:
+            if code.value not in status.judged:  # unknown now: keep what was last judged
+                continue
             present = code.value in status.conditions
-            message = self._flow_message(code, status) if present else ""
-            self._set_condition(code, present, message)
+            message, detail = flow_alarm_texts(code, status) if present else ("", "")
+            self._set_condition(code, present, message, detail)
         self._sync_engine_alarms()
         telemetry = self.telemetry
         telemetry.bench_s = now_s
@@ -511,17 +520,6 @@ class RigService:
         telemetry.steps = steps
         telemetry.state = self.state_name
 
-    @staticmethod
-    def _flow_message(code: str, status: Any) -> str:
-        expected = status.expected_ul_per_min
-        measured = status.measured_ul_per_min
-        if expected is None or measured is None:
-            return alarm_spec(code).meaning
-        return (
-            f"measured {measured:.1f} µL/min against {expected:.1f} µL/min expected "
-            f"over {status.window_bench_s:.1f} bench s"
-        )
-
     def _check_switches(self) -> None:
         estop_pressed = self.bench.estop.is_pressed
         # An empty syringe is the point of a refill's aspiration, not an alarm.
@@ -533,10 +531,14 @@ class RigService:
         self._set_condition(AlarmCode.EMERGENCY_STOP, estop_pressed, "emergency stop pressed")
         self._set_condition(AlarmCode.PLUNGER_AT_END, at_end, "bench syringe is empty")
 
-    def _set_condition(self, code: AlarmCode, present: bool, message: str = "") -> None:
+    def _set_condition(
+        self, code: AlarmCode, present: bool, message: str = "", detail: str = ""
+    ) -> None:
         """A service alarm condition now: raise it (alarm manager and engine) or let it go."""
         if present:
-            if self.alarms.raise_condition(code, message, patient_s=self._patient_s()):
+            if self.alarms.raise_condition(
+                code, message, patient_s=self._patient_s(), detail=detail
+            ):
                 self.engine.raise_alarm(code, message)
         elif self.alarms.condition_present(code):
             self.alarms.condition_gone(code, patient_s=self._patient_s())
@@ -547,7 +549,9 @@ class RigService:
                 continue
             if event.kind == "alarm_raised" and event.code in ENGINE_ALARMS | {"dose_limit"}:
                 self.alarms.raise_condition(
-                    event.code, event.detail or alarm_spec(event.code).meaning
+                    event.code,
+                    event.detail or alarm_spec(event.code).meaning,
+                    patient_s=self._patient_s_at(event.at),
                 )
             elif event.kind == "alarm_cleared" and event.code in ENGINE_ALARMS:
                 self.alarms.condition_gone(event.code)
@@ -977,6 +981,12 @@ class RigService:
                     "POST /api/recovery/resume"
                 )
             try:
+                rechecked = self.alarms.recheck_on_start(RUNNING_CONDITIONS)
+            except ValueError as error:
+                raise StateConflict(str(error)) from None
+            for code in rechecked:
+                self.engine.clear_alarm(code)  # the motor runs again to judge it
+            try:
                 self.engine.resume()
             except InputError as error:
                 raise StateConflict(f"state: cannot start: {error}") from None
@@ -1010,7 +1020,7 @@ class RigService:
             if self.alarms.blocks_bolus():
                 active = ", ".join(self.alarms.active_codes)
                 answer = {"granted": False, "reason": "alarm_active",
-                          "message": f"refused: alarm active ({active})"}  # fmt: skip
+                          "message": f"an alarm is active ({active})"}  # fmt: skip
                 self._book_bolus_request(answer, role)
                 return answer
             self._commit_ledger()  # what came before the bolus is basal

@@ -497,20 +497,23 @@ class TherapyEngine:
             return BolusRefusal.NOT_AVAILABLE, "the program has no patient bolus"
         blocking = [a.code for a in state.alarms if alarm_spec(a.code).blocks_bolus]
         if blocking:
-            return BolusRefusal.ALARM_ACTIVE, f"refused: alarm active ({', '.join(blocking)})"
+            return BolusRefusal.ALARM_ACTIVE, f"an alarm is active ({', '.join(blocking)})"
         if state.halted or phase not in PATIENT_BOLUS_PHASES:
             return BolusRefusal.NOT_AVAILABLE, f"patient bolus is not available now ({phase})"
         starts = [b.start for b in state.patient_boluses]
         reason = window_refusal(block, starts, now, self._allowed_for(self._state, block))
         if reason is BolusRefusal.LOCKOUT:
-            return reason, f"refused: lockout of {block.lockout_min:g} min after the last bolus"
+            return (
+                reason,
+                f"in lockout for {block.lockout_min:g} min (patient time) after the last bolus",
+            )
         if reason is BolusRefusal.MAX_PER_24H:
-            return reason, f"refused: maximum of {block.max_per_24h} boluses per 24 h reached"
+            return reason, f"the maximum of {block.max_per_24h} boluses per 24 h is reached"
         if reason is BolusRefusal.DOSE_LIMIT:
-            return reason, "refused: the bolus would pass the daily dose limit"
+            return reason, "the bolus would pass the daily dose limit"
         needed_ul = volume_ul(block.dose_ug, self.regimen.concentration_ug_per_ml)
         if needed_ul > state.reservoir.volume_ml * UL_PER_ML:
-            return BolusRefusal.INSUFFICIENT_VOLUME, "refused: not enough drug in the reservoir"
+            return BolusRefusal.INSUFFICIENT_VOLUME, "not enough drug in the reservoir"
         return None, ""
 
     def _next_allowed(self, block: PatientBolus | None, now: datetime) -> datetime | None:

@@ -274,6 +274,7 @@ def test_patient_bolus_granted_then_lockout_then_max():
     clock.advance(30 * MIN)
     refused = engine.request_patient_bolus()
     assert refused.reason is BolusRefusal.LOCKOUT
+    assert refused.message == "in lockout for 60 min (patient time) after the last bolus"
     assert refused.next_allowed_at == MONDAY + 2 * H
     clock.set(MONDAY + 2 * H)
     assert engine.request_patient_bolus().granted

@@ -11,6 +11,7 @@ from rig.client.launcher import ServiceProcess
 from ui import format as fmt
 from ui.app import KioskRoot, build_root
 from ui.controller import Controller
+from ui.widgets import PIN_GLYPH
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,7 +43,7 @@ def log_in(root: KioskRoot, drive, role: str = "clinician", pin: str = "2222") -
     keys = {b.key: b for b in login.ids.pinpad.keypad_box.children}
     for digit in pin:
         drive.tap(keys[digit])
-    assert login.ids.pinpad.masked == "●" * len(pin)
+    assert login.ids.pinpad.masked == PIN_GLYPH * len(pin)
     drive.tap(login.ids.log_in)
     drive.wait_for(lambda: root.ctl.role == role, 10, "login")
 
