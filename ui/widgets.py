@@ -93,6 +93,8 @@ class KeypadForm(BoxLayout):
     refused = BooleanProperty(False)
     message = StringProperty("")
     message_rgba = ListProperty([1, 1, 1, 1])
+    summary = StringProperty("")
+    """Live totals of the entries, shown under the fields (empty: no line)."""
     field_box = ObjectProperty(None)
     keypad_box = ObjectProperty(None)
     actions_box = ObjectProperty(None)
@@ -131,7 +133,10 @@ class KeypadForm(BoxLayout):
         self.active = key
         field = self._field(key)
         if field is not None:
-            self._buffer = KeypadBuffer(max_decimals=field.max_decimals)
+            self._buffer = KeypadBuffer(
+                max_digits=4 if field.time_of_day else field.max_digits,
+                max_decimals=0 if field.time_of_day else field.max_decimals,
+            )
             self._buffer.set_value(self.values.get(key))
         for other, button in self._buttons.items():
             button.state = "down" if other == key else "normal"
@@ -155,11 +160,13 @@ class KeypadForm(BoxLayout):
         for field in self.fields:
             button = self._buttons.get(field.key)
             if button is not None:
-                value = self.values.get(field.key)
-                shown = fmt.DASH if value is None else f"{value:g}"
-                button.text = f"{field.label}: {shown} {field.unit}"
+                shown = field.shown(self.values.get(field.key))
+                button.text = f"{field.label}: {shown} {field.unit}".strip()
         field = self._field(self.active)
-        self.display = f"{self._buffer.text or '0'} {field.unit if field else ''}".strip()
+        if field is not None and field.time_of_day:
+            self.display = f"{self._buffer.text or '0'} = {field.shown(self._buffer.value)}"
+        else:
+            self.display = f"{self._buffer.text or '0'} {field.unit if field else ''}".strip()
 
 
 class KeyButton(Button):

@@ -104,7 +104,9 @@ def cmd_program_propose(args: argparse.Namespace) -> int:
     path.write_text(proposal["proposal_id"])
 
     def text(p: dict[str, Any]) -> str:
-        rows = settings_rows(p["old"], p["new"])
+        rows = settings_rows(
+            p["old"], p["new"], old_program=p.get("old_program"), new_program=p.get("program")
+        )
         width = max(len(label) for label, _old, _new in rows) + 2
         lines = [f"{'':{width}}{'old':>24}{'new':>24}"]
         lines += [f"{label:{width}}{old:>24}{new:>24}" for label, old, new in rows]
