@@ -17,7 +17,7 @@ from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import NoTransition, Screen
 
-from rig.common.schedule import MINUTES_PER_DAY
+from rig.common.schedule import MINUTES_PER_DAY, schedule_daily_total_ug
 from ui import format as fmt
 from ui.controller import Controller
 from ui.forms import (
@@ -361,10 +361,26 @@ class FlexScreen(FormScreen):
         return ""
 
     def _summary(self) -> str:
-        day = "Every day" if self.day == EVERY else self.day.capitalize()
+        """The day shown (its steps and total) and the program's daily total; any problem."""
+        steps = self.steps
+        doses = [dose for _start, dose in steps]
+        name = "Every day" if self.day == EVERY else self.day.capitalize()
         if self.day != EVERY and self.day not in self.draft.flex:
-            day += " (same as every day)"
-        return f"{day}: {self.draft.summary().splitlines()[0]}"
+            name += " (same as every day)"
+        day_total = (
+            fmt.number(schedule_daily_total_ug([(s, d or 0.0) for s, d in steps]), 1, "µg/day")
+            if None not in doses
+            else "enter every dose"
+        )
+        lines = [f"{name}: {len(steps)} steps, {day_total}", self.draft.summary().splitlines()[0]]
+        if self.message:
+            lines.insert(0, self.message)
+        return "\n".join(lines)
+
+    def say(self, text: str, rgba: tuple[float, ...] = OK_RGBA) -> None:
+        super().say(text, rgba)
+        if self.form is not None:  # the actions fill the message line: shown here
+            self.form.summary = self._summary()
 
     def add_step(self) -> None:
         steps = self.steps
@@ -440,6 +456,8 @@ class FinishScreen(KioskScreen):
         self.say("")
         grid = self.ids.rows
         grid.clear_widgets()
+        # Cells as wide as their column from the start: each text is rendered once.
+        column_px = (self.manager.width - 12 - FINISH_SCROLLBAR_PX - 2) / 3
         for label, old, new in self.rows:
             changed = old != new
             for index, text in enumerate((label, old, new)):
@@ -449,6 +467,7 @@ class FinishScreen(KioskScreen):
                         bold=index == 0,
                         changed=changed,
                         color=WARN_RGBA if changed and index == 2 else (1, 1, 1, 1),
+                        width=column_px,
                     )
                 )
         self.ids.rows_scroll.scroll_y = 1
@@ -465,16 +484,22 @@ class FinishScreen(KioskScreen):
     def _confirmed(self, status: dict[str, Any]) -> None:
         mode = (self.proposal or {}).get("program", {}).get("mode")
         self.proposal = None
+        if self.ctl is not None and isinstance(status, dict) and "therapy" in status:
+            self.ctl.status = status  # the confirm answers with the new status: show it now
         if mode == "bridge_bolus" and status.get("state") != "running":
             self.request("POST", "/api/start", None, lambda _r: self._done("Bridge bolus running"))
             return
         self._done("Program updated")
 
     def _done(self, text: str) -> None:
+        self.manager.get_screen("program").keep_draft = False  # next time: the new program
         self.say(text)
         home = self.manager.get_screen("home")
         home.say(text)
         self.go("home")
+
+
+FINISH_SCROLLBAR_PX = 10
 
 
 class FinishCell(Label):
@@ -711,7 +736,7 @@ class RefillScreen(FormScreen):
         new = fmt.number(pending.get("new_concentration_ug_per_ml"), 0, "µg/mL")
         catheter = status.get("catheter") or {}
         return (
-            f"Concentration changed: {old} → {new}\n"
+            f"Concentration changed: {old} to {new}\n"
             f"The catheter still holds {fmt.number(catheter.get('volume_ul'), 0, 'µL')} of "
             f"{old}. The pump stays stopped until a bridge bolus is programmed, or no bridge "
             "is recorded with its reason."
