@@ -8,10 +8,16 @@ The service checks every value; the wizard only makes the units and totals plain
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from rig.client.format import number, parse_time, patient_duration
+from rig.client.format import (
+    lead_in_figures,
+    mode_label,
+    number,
+    parse_time,
+    patient_duration,
+)
 from rig.common.schedule import schedule_daily_total_ug
 from ui.forms import CATHETER_FIELDS, CONCENTRATION, DAILY_DOSE, DRUG, Field
 
@@ -219,24 +225,16 @@ class Draft:
 
     def lead_in_summary(self) -> str:
         """Volume, rate and duration of the priming or bridge bolus, before confirming."""
-        value = self.values.get
-        parts = [value(f.key) for f in CATHETER_FIELDS]
-        volume_ul = None if None in parts else parts[0] * parts[1] + parts[2]
-        if self.lead_in == "priming":
-            rate_ul_per_h = value("rate_ul_per_h")
-            name = "Priming"
-        else:
-            old_conc, old_dose = value("old_concentration_ug_per_ml"), value("old_dose_ug_per_day")
-            rate_ul_per_h = old_dose / old_conc * 1000 / 24 if old_conc and old_dose else None
-            name = f"Bridge (old {number(old_conc, 0, 'µg/mL')} in the line)"
-        hours = volume_ul / rate_ul_per_h if volume_ul and rate_ul_per_h else None
+        program = self.payload()
+        volume_ul, rate_ul_per_h, hours = lead_in_figures(program)
+        name = "Priming"
+        if self.lead_in == "bridge":
+            old = number(program.get("old_concentration_ug_per_ml"), 0, "µg/mL")
+            name = f"Bridge (old {old} in the line)"
         return (
             f"{name}: {number(volume_ul, 0, 'µL')} at {number(rate_ul_per_h, 2, 'µL/h')} "
             f"for {patient_duration(None if hours is None else hours * 3600)}, then:"
         )
-
-    def with_values(self, values: dict[str, float | None]) -> Draft:
-        return replace(self, values={**self.values, **values})
 
 
 def schedule_json(steps: list[Step]) -> list[dict[str, Any]]:
@@ -313,8 +311,16 @@ def home_program_text(status: dict[str, Any]) -> str:
             f"{number(pending.get('old_concentration_ug_per_ml'), 0, 'µg/mL')}): program a "
             "bridge bolus before starting (Refill)[/color]"
         )
-    program = (status.get("therapy") or {}).get("program") or {}
-    main = program.get("then", program) if program.get("mode") in _LEAD_IN_MODES else program
+    therapy = status.get("therapy") or {}
+    program = therapy.get("program") or {}
+    main = program
+    if program.get("mode") in _LEAD_IN_MODES:
+        main = program.get("then") or {}
+        running = therapy.get("phase") == program["mode"]
+        lines.append(
+            f"{mode_label(program['mode'])} {'running' if running else 'done'}, "
+            f"then {mode_label(main.get('mode')).lower()}"
+        )
     now = parse_time(status.get("patient_time"))
     if main.get("mode") == "flex" and now is not None:
         weekday = WEEKDAYS[now.weekday()]

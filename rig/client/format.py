@@ -232,9 +232,7 @@ def program_details(program: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{number(catheter.get('pump_tubing_ul'), 0, 'µL')}",
             )
         )
-        if program["mode"] == "priming_bolus":
-            details.append(("Priming rate", number(program.get("rate_ul_per_h"), 0, "µL/h")))
-        else:
+        if program["mode"] == "bridge_bolus":
             details.append(
                 (
                     "Old concentration",
@@ -244,6 +242,12 @@ def program_details(program: dict[str, Any]) -> list[tuple[str, str]]:
             details.append(
                 ("Old daily dose", number(program.get("old_dose_ug_per_day"), 1, "µg/day"))
             )
+        name = "Priming" if program["mode"] == "priming_bolus" else "Bridge"
+        _volume_ul, rate_ul_per_h, hours = lead_in_figures(program)
+        details.append((f"{name} rate", number(rate_ul_per_h, 2, "µL/h")))
+        details.append(
+            (f"{name} duration", patient_duration(None if hours is None else hours * 3600))
+        )
         main = program.get("then") or {}
         details.append(("Then", mode_label(main.get("mode"))))
     if main.get("mode") == "continuous" and main is not program:
@@ -269,6 +273,28 @@ def program_details(program: dict[str, Any]) -> list[tuple[str, str]]:
         else:
             details.append(("Boluses", "at " + ", ".join(main.get("times") or [])))
     return details
+
+
+CATHETER_KEYS = ("length_cm", "ul_per_cm", "pump_tubing_ul")
+
+
+def lead_in_figures(program: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """Volume (µL), rate (µL/h) and duration (h) of a priming or bridge bolus program: the
+    catheter's volume, at the priming rate or at the old daily dose and concentration (None
+    where a value is missing)."""
+    catheter = program.get("catheter") or {}
+    parts = [catheter.get(key) for key in CATHETER_KEYS]
+    volume_ul = None
+    if all(isinstance(part, int | float) for part in parts):
+        volume_ul = parts[0] * parts[1] + parts[2]
+    if program.get("mode") == "priming_bolus":
+        rate_ul_per_h = program.get("rate_ul_per_h")
+    else:
+        old_conc = program.get("old_concentration_ug_per_ml")
+        old_dose = program.get("old_dose_ug_per_day")
+        rate_ul_per_h = old_dose / old_conc * 1000 / 24 if old_conc and old_dose else None
+    hours = volume_ul / rate_ul_per_h if volume_ul and rate_ul_per_h else None
+    return volume_ul, rate_ul_per_h, hours
 
 
 def _step_text(step: dict[str, Any]) -> str:
