@@ -216,6 +216,12 @@ class Draft:
                 f" = {number(daily / conc, 3, 'mL/day')} = "
                 f"{number(daily / conc * 1000 / 24, 2, 'µL/h')}"
             )
+        if self.mode == "periodic_bolus":
+            count = round(24 / (self.values.get("every_h") or 24))
+            text += (
+                f"  (background {number(self.values.get('background_dose_ug_per_day'), 1)} + "
+                f"{count} × {number(self.values.get('bolus_dose_ug'), 1, 'µg')})"
+            )
         if self.mode == "flex":
             text = f"{len(self.flex[EVERY])} steps · {text}"
             if own_days:

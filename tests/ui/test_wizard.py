@@ -56,7 +56,10 @@ def test_live_totals_and_lead_in_figures_in_clinical_units():
     assert flex.summary().startswith("3 steps · Daily total 320.0 µg/day = 0.640 mL/day")
     assert "(Sat 300.0)" in flex.summary()
     periodic = Draft("periodic_bolus", dict(BASE))
-    assert "Daily total 300.0 µg/day" in periodic.summary()  # 200 + 4 × 25
+    assert (
+        "Daily total 300.0 µg/day = 0.600 mL/day = 25.00 µL/h  (background 200.0 + 4 × 25.0 µg)"
+        in (periodic.summary())
+    )
     bridge = Draft("continuous", dict(BASE), lead_in="bridge")
     assert bridge.summary().startswith(
         "Bridge (old 500 µg/mL in the line): 159 µL at 25.00 µL/h for 6 h 22 min, then:"
