@@ -454,23 +454,18 @@ class FinishScreen(KioskScreen):
         )
         self.accept = False
         self.say("")
-        grid = self.ids.rows
-        grid.clear_widgets()
-        # Cells as wide as their column from the start: each text is rendered once.
-        column_px = (self.manager.width - 12 - FINISH_SCROLLBAR_PX - 2) / 3
-        for label, old, new in self.rows:
-            changed = old != new
-            for index, text in enumerate((label, old, new)):
-                grid.add_widget(
-                    FinishCell(
-                        text=text,
-                        bold=index == 0,
-                        changed=changed,
-                        color=WARN_RGBA if changed and index == 2 else (1, 1, 1, 1),
-                        width=column_px,
-                    )
-                )
-        self.ids.rows_scroll.scroll_y = 1
+        # Only the rows in view are built (a RecycleView): quick on the Pi however many.
+        self.ids.rows.data = [
+            {
+                "label": label,
+                "old": old,
+                "new": new,
+                "changed": old != new,
+                "height": FINISH_ROW_PX if max(map(len, (label, old, new))) <= 24 else 52,
+            }
+            for label, old, new in self.rows
+        ]
+        self.ids.rows.scroll_y = 1
 
     def confirm(self) -> None:
         if self.proposal is None:
@@ -499,12 +494,15 @@ class FinishScreen(KioskScreen):
         self.go("home")
 
 
-FINISH_SCROLLBAR_PX = 10
+FINISH_ROW_PX = 36
 
 
-class FinishCell(Label):
-    """One cell of the Finish table; a changed row has a highlighted background."""
+class FinishRow(BoxLayout):
+    """One row of the Finish table: setting, current and new; a changed row is highlighted."""
 
+    label = StringProperty("")
+    old = StringProperty("")
+    new = StringProperty("")
     changed = BooleanProperty(False)
 
 
