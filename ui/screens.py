@@ -327,6 +327,7 @@ class FlexScreen(FormScreen):
             ]
             values[f"start_{index}"], values[f"dose_{index}"] = time_key(start), dose
         self.form.load(tuple(fields), values)
+        self.form.lock("start_0")  # the first step starts at midnight
         self.form.select(f"dose_{min(select, len(self.steps) - 1)}")
         self.own_days = [d for d in WEEKDAYS if d in self.draft.flex]
         self._sync()

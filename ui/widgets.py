@@ -128,6 +128,10 @@ class KeypadForm(BoxLayout):
                 self.field_box.add_widget(button)
         self.select(fields[0].key if fields else "")
 
+    def lock(self, key: str) -> None:
+        """Show field *key* without letting it be edited."""
+        self._buttons[key].disabled = True
+
     def select(self, key: str) -> None:
         """Make field *key* the one the keypad edits."""
         self.active = key
