@@ -247,7 +247,11 @@ class ProgramScreen(FormScreen):
         self._sync()
 
     def _sync(self) -> None:
-        self.draft.values.update(self.form.values)
+        typed = self.form.values
+        interval_keys = ("every_h", "first_at")
+        if any(key in typed and typed[key] != self.draft.values.get(key) for key in interval_keys):
+            self.draft.bolus_times = None  # an interval typed: it replaces the bolus times
+        self.draft.values.update(typed)
         self.form.summary = self.draft.summary()
 
     def edit_steps(self) -> None:

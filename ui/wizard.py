@@ -96,6 +96,8 @@ class Draft:
     flex: dict[str, list[Step]] = field(default_factory=lambda: {EVERY: [(0, None)]})
     patient_bolus: bool = False
     lead_in: str | None = None
+    bolus_times: list[str] | None = None
+    """A periodic program's bolus times of day as it came (typing an interval replaces them)."""
 
     def fields(self) -> tuple[Field, ...]:
         """The keypad fields of this draft, in screen order."""
@@ -126,10 +128,13 @@ class Draft:
                 day: schedule_json(steps) for day, steps in self.flex.items() if day != EVERY
             }
         elif self.mode == "periodic_bolus":
-            program.update({f.key: value(f.key) for f in MODE_FIELDS[self.mode][:-1]})
-            program["every_h"] = _whole(value("every_h"))
-            first = keyed_time(value("first_at"))
-            program["first_at"] = hhmm(first) if first is not None else None
+            program.update({f.key: value(f.key) for f in MODE_FIELDS[self.mode][:-2]})
+            if self.bolus_times is not None:
+                program["times"] = list(self.bolus_times)
+            else:
+                program["every_h"] = _whole(value("every_h"))
+                first = keyed_time(value("first_at"))
+                program["first_at"] = hhmm(first) if first is not None else None
         else:
             program.update({f.key: value(f.key) for f in MODE_FIELDS[self.mode]})
         if self.has_patient_bolus:
@@ -173,16 +178,25 @@ class Draft:
                 totals[day] = schedule_daily_total_ug([(s, d or 0.0) for s, d in steps])
             return totals
         if self.mode == "periodic_bolus":
-            parts = [value(k) for k in ("background_dose_ug_per_day", "bolus_dose_ug", "every_h")]
-            if None in parts or not parts[2]:
+            background, bolus = value("background_dose_ug_per_day"), value("bolus_dose_ug")
+            count = self.periodic_count()
+            if background is None or bolus is None or count is None:
                 return None
-            background, bolus, every_h = parts
-            return dict.fromkeys(WEEKDAYS, background + bolus * round(24 / every_h))
+            return dict.fromkeys(WEEKDAYS, background + bolus * count)
         return dict.fromkeys(WEEKDAYS, 0.0)
+
+    def periodic_count(self) -> int | None:
+        """Scheduled boluses a day: the times given, or 24 h over the interval."""
+        if self.bolus_times is not None:
+            return len(self.bolus_times)
+        every_h = self.values.get("every_h")
+        return round(24 / every_h) if every_h else None
 
     def summary(self) -> str:
         """What the entries add up to, in clinical units (shown live under the fields)."""
         lines = [self._main_summary()]
+        if self.mode == "periodic_bolus" and self.bolus_times is not None:
+            lines.append(f"Boluses at {', '.join(self.bolus_times)} (type an interval instead)")
         if self.has_patient_bolus:
             dose, count = self.values.get("pb_dose_ug"), self.values.get("pb_max_per_24h")
             lines.append(
@@ -217,7 +231,7 @@ class Draft:
                 f"{number(daily / conc * 1000 / 24, 2, 'µL/h')}"
             )
         if self.mode == "periodic_bolus":
-            count = round(24 / (self.values.get("every_h") or 24))
+            count = self.periodic_count()
             text += (
                 f"  (background {number(self.values.get('background_dose_ug_per_day'), 1)} + "
                 f"{count} × {number(self.values.get('bolus_dose_ug'), 1, 'µg')})"
@@ -279,6 +293,8 @@ def draft_from_program(
     for key, value in main.items():
         if key in draft.values and isinstance(value, int | float):
             draft.values[key] = float(value)
+    if main.get("times"):
+        draft.bolus_times = [str(text) for text in main["times"]]
     if isinstance(main.get("first_at"), str):
         hours, minutes = main["first_at"].split(":")
         draft.values["first_at"] = time_key(int(hours) * 60 + int(minutes))

@@ -51,6 +51,19 @@ def test_every_mode_builds_a_program_the_service_takes(mode, lead_in):
     assert again.lead_in is None and again.main_program() == draft.main_program()
 
 
+def test_a_periodic_program_with_bolus_times_keeps_them():
+    program = {
+        **program_json("periodic_bolus"),
+        "every_h": None,
+        "first_at": "00:00",
+        "times": ["06:00", "18:00"],
+    }
+    draft = draft_from_program(Program.model_validate(program).model_dump(mode="json"))
+    assert draft.main_program()["times"] == ["06:00", "18:00"]
+    assert "Daily total 250.0 µg/day" in draft.summary()  # 200 + 2 × 25
+    Program.model_validate(draft.payload())
+
+
 def test_live_totals_and_lead_in_figures_in_clinical_units():
     flex = Draft("flex", dict(BASE), dict(FLEX))
     assert flex.summary().startswith("3 steps · Daily total 320.0 µg/day = 0.640 mL/day")
