@@ -159,7 +159,23 @@ def settings_rows(
     def add(label: str, old_text: str, new_text: str) -> None:
         rows[label] = [old_text, new_text]
 
+    old_details = dict(program_details(old_program or {}))
+    new_details = dict(program_details(new_program or {}))
+    detail_labels = [*new_details, *(k for k in old_details if k not in new_details)]
+
+    def add_details(lead_in: bool) -> None:
+        for label in detail_labels:
+            if (label in LEAD_IN_LABELS) == lead_in:
+                add(label, old_details.get(label, DASH), new_details.get(label, DASH))
+
     add("Mode", mode_label(old.get("mode")), mode_label(new.get("mode")))
+    if old.get("one_shot_volume_ul") or new.get("one_shot_volume_ul"):
+        add(
+            "Lead-in bolus volume",
+            number(old.get("one_shot_volume_ul"), 1, "µL"),
+            number(new.get("one_shot_volume_ul"), 1, "µL"),
+        )
+    add_details(lead_in=True)  # a priming or bridge bolus first: what it pushes, how fast
     add("Drug", str(old.get("drug") or DASH), str(new.get("drug") or DASH))
     for label, key, digits, unit in (
         ("Concentration", "concentration_ug_per_ml", 0, "µg/mL"),
@@ -168,16 +184,7 @@ def settings_rows(
         ("Rate, mL/day", "rate_ml_per_day", 3, "mL/day"),
     ):
         add(label, number(old.get(key), digits, unit), number(new.get(key), digits, unit))
-    if old.get("one_shot_volume_ul") or new.get("one_shot_volume_ul"):
-        add(
-            "Lead-in bolus volume",
-            number(old.get("one_shot_volume_ul"), 1, "µL"),
-            number(new.get("one_shot_volume_ul"), 1, "µL"),
-        )
-    old_details = dict(program_details(old_program or {}))
-    new_details = dict(program_details(new_program or {}))
-    for label in [*new_details, *(k for k in old_details if k not in new_details)]:
-        add(label, old_details.get(label, DASH), new_details.get(label, DASH))
+    add_details(lead_in=False)
     old_block, new_block = old.get("patient_bolus") or {}, new.get("patient_bolus") or {}
     for label, text in patient_bolus_rows(old_block, new_block):
         add(label, *text)
@@ -276,6 +283,18 @@ def program_details(program: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 CATHETER_KEYS = ("length_cm", "ul_per_cm", "pump_tubing_ul")
+LEAD_IN_LABELS = frozenset(
+    {
+        "Catheter",
+        "Old concentration",
+        "Old daily dose",
+        "Priming rate",
+        "Priming duration",
+        "Bridge rate",
+        "Bridge duration",
+        "Then",
+    }
+)
 
 
 def lead_in_figures(program: dict[str, Any]) -> tuple[float | None, float | None, float | None]:

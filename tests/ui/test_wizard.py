@@ -87,6 +87,7 @@ def test_finish_rows_name_every_change_once():
     rows = settings_rows({}, {}, old_program=old, new_program=new)
     labels = [label for label, _old, _new in rows]
     assert len(labels) == len(set(labels))
+    assert labels.index("Bridge duration") < labels.index("Drug")  # the lead-in first
     shown = {label: (before, after) for label, before, after in rows}
     assert shown["Flex step 2"] == ("—", "from 07:00  400.0 µg/day")
     assert shown["Sat step 1"] == ("—", "from 00:00  300.0 µg/day")
