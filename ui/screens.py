@@ -487,15 +487,23 @@ class FinishScreen(KioskScreen):
         if self.ctl is not None and isinstance(status, dict) and "therapy" in status:
             self.ctl.status = status  # the confirm answers with the new status: show it now
         if mode == "bridge_bolus" and status.get("state") != "running":
-            self.request("POST", "/api/start", None, lambda _r: self._done("Bridge bolus running"))
+            if self.ctl is not None:
+                self.ctl.post(
+                    "/api/start",
+                    None,
+                    lambda _r: self._done("Bridge bolus running"),
+                    lambda error: self._done(
+                        f"Bridge bolus programmed, not started: {error}", ERROR_RGBA
+                    ),
+                )
             return
         self._done("Program updated")
 
-    def _done(self, text: str) -> None:
+    def _done(self, text: str, rgba: tuple[float, ...] = OK_RGBA) -> None:
+        """The program is confirmed: Home, with what happened."""
         self.manager.get_screen("program").keep_draft = False  # next time: the new program
-        self.say(text)
-        home = self.manager.get_screen("home")
-        home.say(text)
+        self.say(text, rgba)
+        self.manager.get_screen("home").say(text, rgba)
         self.go("home")
 
 

@@ -76,7 +76,7 @@ def open_program(root: KioskRoot, drive):
 def review_and_confirm(root: KioskRoot, drive, screen, shot: str) -> dict[str, tuple[str, str]]:
     """Review, check the Finish screen's rows, confirm; the rows (label → old, new)."""
     drive.tap(action(screen.form, "Review"))
-    drive.wait_for(lambda: root.manager.current == "finish", 10, f"Finish ({screen.message})")
+    drive.wait_for(lambda: root.manager.current == "finish", 20, "the Finish screen")
     finish = root.manager.get_screen("finish")
     rows = {label: (old, new) for label, old, new in finish.rows}
     assert len(rows) == len(finish.rows), "row names are unique"
@@ -86,7 +86,7 @@ def review_and_confirm(root: KioskRoot, drive, screen, shot: str) -> dict[str, t
     assert all(cell.texture_size[1] <= cell.height for row in shown for cell in row.children)
     drive.screenshot(shot)
     drive.tap(finish.ids.confirm)
-    drive.wait_for(lambda: root.manager.current == "home", 10, f"confirm ({finish.message})")
+    drive.wait_for(lambda: root.manager.current == "home", 20, "the confirmation")
     return rows
 
 
