@@ -59,8 +59,10 @@ class PendingBridge(StrictModel):
         return (
             f"state: the reservoir was refilled at {self.new_concentration_ug_per_ml:g} µg/mL "
             f"(was {self.old_concentration_ug_per_ml:g} µg/mL) and the catheter still holds the "
-            "old drug: program a bridge bolus at the new concentration, or record no bridge "
-            "with a reason (POST /api/refill/no-bridge), before starting"
+            "old drug: program a bridge bolus (old concentration "
+            f"{self.old_concentration_ug_per_ml:g}, new {self.new_concentration_ug_per_ml:g} "
+            "µg/mL), or record no bridge with a reason (POST /api/refill/no-bridge), before "
+            "starting"
         )
 
     def settled_by(self, program: Program) -> bool:

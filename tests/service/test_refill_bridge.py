@@ -47,7 +47,9 @@ def test_a_new_concentration_blocks_start_until_a_bridge_survives_restart(tmp_pa
         status = rig.service.status()
         assert status["state"] == "stopped"
         assert status["refill"]["bridge_pending"]["new_concentration_ug_per_ml"] == 1000.0
-        with pytest.raises(StateConflict, match="program a bridge bolus at the new"):
+        with pytest.raises(
+            StateConflict, match=r"program a bridge bolus \(old concentration 500, new 1000"
+        ):
             rig.service.start_delivery("clinician")
     finally:
         rig.close()
