@@ -189,7 +189,12 @@ def _fill_text(r: dict[str, Any]) -> str:
     return (
         f"filled {r['volume_ml']:g} mL at {r['concentration_ug_per_ml']:g} µg/mL;"
         f" low-reservoir alarm {r['low_alarm_at'] or 'never'}"
-        + ("; concentration changed: program a bridge bolus" if r["bridge_bolus_offered"] else "")
+        + (
+            "; concentration changed: program a bridge bolus, or itbrig refill no-bridge "
+            "--reason TEXT, before starting"
+            if r["bridge_bolus_offered"]
+            else ""
+        )
     )
 
 
@@ -206,10 +211,15 @@ def _wait_for_refill(client: RigClient, phase: str, timeout_s: float = REFILL_WA
 
 
 def cmd_refill(args: argparse.Namespace) -> int:
-    if args.step != "aspirate" and args.volume_ml is None:
+    if args.step in ("withdrawn", "fill") and args.volume_ml is None:
         raise InputError(f"volume_ml: required for the {args.step} step (mL)")
+    if args.step == "no-bridge" and not args.reason:
+        raise InputError("--reason: say why no bridge bolus is needed (kept in the books)")
     with _client(args, login=True) as client:
-        if args.step == "aspirate":
+        if args.step == "no-bridge":
+            reply = client.post("/api/refill/no-bridge", {"reason": args.reason})
+            _print(args, reply, lambda _s: f"no bridge bolus recorded: {args.reason}")
+        elif args.step == "aspirate":
             client.post("/api/refill/aspirate")
             refill = _wait_for_refill(client, "aspirated")
             _print(
@@ -332,9 +342,10 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         cmd_refill,
         "refill: aspirate (with a refill valve) or enter the withdrawn volume, then fill",
     )
-    refill.add_argument("step", choices=("aspirate", "withdrawn", "fill"))
+    refill.add_argument("step", choices=("aspirate", "withdrawn", "fill", "no-bridge"))
     refill.add_argument("volume_ml", type=float, nargs="?", help="mL (withdrawn and fill steps)")
     refill.add_argument("--concentration", type=float, default=None, help="µg/mL (fill step)")
+    refill.add_argument("--reason", default=None, help="why no bridge bolus (no-bridge step)")
     pin = subparsers.add_parser("pin", help="PINs of the roles")
     pin_sub = pin.add_subparsers(dest="pin_command", required=True)
     change = add(

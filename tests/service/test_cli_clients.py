@@ -72,6 +72,23 @@ def test_refill_discrepancy_and_fill(cli):
     assert code == 2 and "--concentration" in err
     code, out, _ = cli("refill", "fill", "20", "--concentration", "500")
     assert code == 0 and "filled 20 mL" in out
+    code, _, err = cli("refill", "no-bridge", "--reason", "no concentration change")
+    assert code == 2 and "no bridge bolus is pending" in err
+
+
+def test_a_new_concentration_needs_a_bridge_or_a_recorded_no_bridge(cli):
+    assert cli("program", "propose", str(EXAMPLES / "continuous.toml"))[0] == 0
+    assert cli("program", "confirm")[0] == 0
+    assert cli("stop")[0] == 0
+    assert cli("refill", "withdrawn", "20")[0] == 0
+    code, out, _ = cli("refill", "fill", "20", "--concentration", "1000")
+    assert code == 0 and "itbrig refill no-bridge --reason" in out
+    code, _, err = cli("start")
+    assert code == 2 and "program a bridge bolus" in err
+    assert cli("refill", "no-bridge")[0] == 2  # the reason is required
+    code, out, _ = cli("refill", "no-bridge", "--reason", "catheter replaced and primed")
+    assert code == 0 and "no bridge bolus recorded" in out
+    assert cli("start")[0] == 0
 
 
 def test_wrong_pin_unreachable_service_and_silence_limit(cli, monkeypatch):
