@@ -36,11 +36,13 @@ from ui.widgets import KeypadForm
 from ui.wizard import (
     EVERY,
     MAX_FLEX_STEPS,
+    TIME_OF_DAY_RULE,
     WEEKDAYS,
     Draft,
     Step,
     draft_from_program,
     home_program_text,
+    keyed_time,
     time_key,
 )
 
@@ -265,6 +267,11 @@ class ProgramScreen(FormScreen):
         if self.draft.mode == "flex" and self.draft.daily_totals_ug() is None:
             self.fail("Enter the dose of every flex step (Steps…)")
             return
+        first_at = self.draft.values.get("first_at")
+        periodic = self.draft.mode == "periodic_bolus" and self.draft.bolus_times is None
+        if periodic and keyed_time(first_at) is None:
+            self.fail(f"First bolus at: {TIME_OF_DAY_RULE}")
+            return
         self.keep_draft = True
         self.propose(self.draft.payload())
 
@@ -345,11 +352,11 @@ class FlexScreen(FormScreen):
             if index == 0:
                 start = 0  # the first step starts at midnight
             elif typed is not None:
-                hours, minutes = divmod(round(typed), 100)
-                if hours < 24 and minutes < 60:
-                    start = hours * 60 + minutes
+                minutes = keyed_time(typed)
+                if minutes is None:
+                    problem = f"Step {index + 1}: {TIME_OF_DAY_RULE}"
                 else:
-                    problem = f"Step {index + 1}: a time of day, 00:00 to 23:59 (type HHMM)"
+                    start = minutes
             steps.append((start, values.get(f"dose_{index}", dose)))
         if steps != self.steps:
             self._own_steps()[:] = steps

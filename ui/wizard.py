@@ -1,6 +1,6 @@
 """The Program wizard's draft: every mode, flex schedules, patient bolus and lead-in bolus.
 
-Pure Python (no Kivy): what each mode asks for (:func:`fields_for`), the program JSON the
+Pure Python (no Kivy): what each mode asks for (:meth:`Draft.fields`), the program JSON the
 service's one program model takes (:meth:`Draft.payload`), the draft of a program in force
 (:func:`draft_from_program`) and the live totals shown while typing (:meth:`Draft.summary`).
 The service checks every value; the wizard only makes the units and totals plain.
@@ -22,7 +22,6 @@ from rig.common.schedule import schedule_daily_total_ug
 from ui.forms import CATHETER_FIELDS, CONCENTRATION, DAILY_DOSE, DRUG, Field
 
 MAIN_MODES = ("continuous", "flex", "periodic_bolus", "single_bolus", "stopped")
-LEAD_INS = ("priming", "bridge")
 PATIENT_BOLUS_MODES = frozenset({"continuous", "flex", "periodic_bolus"})
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_FLEX_STEPS = 13
@@ -74,12 +73,16 @@ def hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+TIME_OF_DAY_RULE = "a time of day, 00:00 to 23:59 (type HHMM)"
+
+
 def keyed_time(value: float | None) -> int | None:
-    """A time typed as HHMM on the keypad (``630`` is 06:30) in minutes after midnight."""
+    """A time typed as HHMM on the keypad (``630`` is 06:30) in minutes after midnight; None
+    when nothing or no time of day was typed."""
     if value is None:
         return None
     hours, minutes = divmod(round(value), 100)
-    return hours * 60 + minutes
+    return hours * 60 + minutes if hours < 24 and minutes < 60 else None
 
 
 def time_key(minutes: int) -> float:

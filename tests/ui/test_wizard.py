@@ -9,7 +9,7 @@ import pytest
 from rig.client.format import settings_rows
 from rig.therapy.programs import Program
 from tests.service.conftest import program_json
-from ui.wizard import EVERY, Draft, draft_from_program, home_program_text
+from ui.wizard import EVERY, Draft, draft_from_program, home_program_text, keyed_time
 
 BASE = {
     "concentration_ug_per_ml": 500.0,
@@ -112,3 +112,10 @@ def test_home_shows_the_flex_step_in_force_and_a_pending_bridge():
     assert "Flex step 2 of 3 now: [b]400.0 µg/day[/b] since 07:00" in text
     status["patient_time"] = "2026-01-10T08:15:00Z"  # Saturday: its own schedule
     assert "Flex step 1 of 1 now: [b]300.0 µg/day[/b]" in home_program_text(status)
+
+
+@pytest.mark.parametrize(
+    ("typed", "minutes"), [(0, 0), (630, 390), (2359, 1439), (2400, None), (675, None)]
+)
+def test_a_time_of_day_typed_as_hhmm(typed, minutes):
+    assert keyed_time(typed) == minutes
