@@ -49,3 +49,30 @@ def tap(widget: Widget, frames: int = 2, reaches: bool = True) -> None:
     if watching:
         widget.unbind_uid("on_press", uid)
         assert bool(pressed) == reaches, f"{widget} ({getattr(widget, 'text', '')!r}): {pressed}"
+
+
+def drag(widget: Widget, dy: float, steps: int = 6, frames: int = 2) -> None:
+    """A finger put down on *widget*'s centre and moved *dy* pixels up (negative: down)."""
+    x, y = widget.to_window(*widget.center)
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    pump(1)
+    for step in range(1, steps + 1):
+        touch.touch_move(x, y + dy * step / steps)
+        pump(1)
+    touch.touch_up()
+    pump(frames)
+
+
+def reveal(scroll: Widget, child: Widget, limit: int = 12) -> None:
+    """Swipe *scroll* until *child* lies wholly inside it (as a finger would, no jumps)."""
+    for _ in range(limit):
+        _x, bottom = child.to_window(child.x, child.y)
+        _x, top = child.to_window(child.right, child.top)
+        _x, view_bottom = scroll.to_window(scroll.x, scroll.y)
+        _x, view_top = scroll.to_window(scroll.right, scroll.top)
+        if bottom >= view_bottom - 1 and top <= view_top + 1:
+            return
+        step = min(scroll.height * 0.6, 120)
+        drag(scroll, step if bottom < view_bottom else -step)
+    raise AssertionError(f"{child} never came into view")

@@ -18,6 +18,7 @@ from ui.screens import (
     BolusScreen,
     FaultsScreen,
     FinishScreen,
+    FlexScreen,
     HistoryScreen,
     HomeScreen,
     KioskScreen,
@@ -47,6 +48,7 @@ class NavEntry:
 SCREENS: tuple[NavEntry, ...] = (
     NavEntry("home", HomeScreen, "Home", EVERYONE),
     NavEntry("program", ProgramScreen, "Program", PROGRAMMERS),
+    NavEntry("flex", FlexScreen, "", frozenset()),
     NavEntry("finish", FinishScreen, "", frozenset()),
     NavEntry("bolus", BolusScreen, "Bolus", LOGGED_IN),
     NavEntry("refill", RefillScreen, "Refill", PROGRAMMERS),

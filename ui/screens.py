@@ -17,6 +17,7 @@ from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import NoTransition, Screen
 
+from rig.common.schedule import MINUTES_PER_DAY, schedule_daily_total_ug
 from ui import format as fmt
 from ui.controller import Controller
 from ui.forms import (
@@ -25,14 +26,25 @@ from ui.forms import (
     FAULT_FRACTIONS,
     FAULT_SWITCHES,
     FILL_FIELDS,
-    PROGRAM_FIELDS,
     WITHDRAWN_FIELDS,
+    Field,
     bolus_program,
     initial_values,
     missing,
-    program_payload,
 )
 from ui.widgets import ConfirmPopup, KeypadForm, PriorityChip
+from ui.wizard import (
+    EVERY,
+    MAX_FLEX_STEPS,
+    TIME_OF_DAY_RULE,
+    WEEKDAYS,
+    Draft,
+    Step,
+    draft_from_program,
+    home_program_text,
+    keyed_time,
+    time_key,
+)
 
 OK_RGBA = (0.3, 1.0, 0.4, 1)
 ERROR_RGBA = (1.0, 0.35, 0.3, 1)
@@ -92,6 +104,7 @@ class HomeScreen(KioskScreen):
     fill = NumericProperty(0)
     low = NumericProperty(0)
     state = StringProperty("")
+    program_detail = StringProperty("")  # flex steps, a pending bridge (ui.wizard)
 
     def attach(self, ctl: Controller) -> None:
         super().attach(ctl)
@@ -101,6 +114,7 @@ class HomeScreen(KioskScreen):
         self.texts = fmt.home_texts(status)
         self.fill, self.low = fmt.reservoir_fraction(status)
         self.state = str(status.get("state", ""))
+        self.program_detail = home_program_text(status)
 
     def add_sample(self, sample: dict[str, Any]) -> None:
         plot = self.ids.get("trend")
@@ -134,11 +148,14 @@ class FormScreen(KioskScreen):
 
     form: KeypadForm | None = ObjectProperty(None, allownone=True)
 
-    def add_actions(self, *actions: tuple[str, Any]) -> None:
+    def add_actions(self, *actions: tuple[str, Any], width: float = 150) -> list[Button]:
+        buttons = []
         for text, callback in actions:
-            button = Button(text=text, size_hint_x=None, width=150)
+            button = Button(text=text, size_hint_x=None, width=width)
             button.bind(on_release=lambda _b, cb=callback: cb())
             self.form.actions_box.add_widget(button)
+            buttons.append(button)
+        return buttons
 
     def current_program(self) -> dict[str, Any]:
         return dict(fmt.view(self.ctl.status if self.ctl else {})["program"] or {})
@@ -162,33 +179,285 @@ class FormScreen(KioskScreen):
 
 
 class ProgramScreen(FormScreen):
-    """Wizard step 1: choose the mode and enter its values; Review asks the service to check."""
+    """The Program wizard: a mode (continuous, flex, periodic, single bolus, stopped), an optional
+    patient bolus and an optional priming or bridge bolus before it; Review asks the service.
+
+    The draft starts as the program in force (a bridge follows it by default) and is kept while
+    the flex editor or the Finish screen is open.
+    """
 
     mode = StringProperty("continuous")
-    proposal = ObjectProperty(None, allownone=True)
+    lead_in = StringProperty("")
+    patient_bolus = BooleanProperty(False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.draft = Draft()
+        self.keep_draft = False
+        super().__init__(**kwargs)
 
     def on_kv_post(self, _base: Any) -> None:
         self.form = self.ids.form
+        self.steps_button = self.add_actions(("Steps…", self.edit_steps), width=120)[0]
         self.add_actions(("Review", self.review))
-        self.choose("continuous")
+        self.form.bind(values=lambda *_a: self._sync())
+        self._show()
 
     def on_pre_enter(self, *_args: Any) -> None:
-        self.choose(self.mode)
+        if self.keep_draft:
+            self.keep_draft = False
+            self._show()
+        else:
+            self.load_current()
 
-    def choose(self, mode: str) -> None:
-        self.mode = mode
-        fields = PROGRAM_FIELDS[mode]
-        self.form.load(fields, initial_values(fields, self.current_program()))
+    def load_current(self) -> None:
+        """A fresh draft of the program in force, with the pump's catheter."""
+        status = self.ctl.status if self.ctl else {}
+        program = (status.get("therapy") or {}).get("program") or fmt.view(status)["program"]
+        self.draft = draft_from_program(program, status.get("catheter"))
+        self._show()
         self.say("")
 
+    def preset_bridge(self, pending: dict[str, Any]) -> None:
+        """After a refill: a bridge bolus from the old to the new concentration, followed by
+        the program in force (the wizard's draft, editable)."""
+        self.load_current()
+        status = self.ctl.status if self.ctl else {}
+        settings = (status.get("therapy") or {}).get("settings") or {}
+        self.draft.lead_in = "bridge"
+        self.draft.values.update(
+            concentration_ug_per_ml=pending.get("new_concentration_ug_per_ml"),
+            old_concentration_ug_per_ml=pending.get("old_concentration_ug_per_ml"),
+            old_dose_ug_per_day=settings.get("daily_dose_ug_per_day"),
+        )
+        self.keep_draft = True
+
+    def choose(self, mode: str) -> None:
+        self.draft.mode = mode
+        self._show()
+
+    def choose_lead_in(self, lead_in: str) -> None:
+        """Priming or bridge before the program (again: none)."""
+        self.draft.lead_in = None if self.draft.lead_in == lead_in else lead_in
+        if self.draft.lead_in == "bridge" and not self.draft.values.get("old_dose_ug_per_day"):
+            settings = ((self.ctl.status if self.ctl else {}).get("therapy") or {}).get(
+                "settings"
+            ) or {}
+            self.draft.values["old_concentration_ug_per_ml"] = settings.get(
+                "concentration_ug_per_ml"
+            )
+            self.draft.values["old_dose_ug_per_day"] = settings.get("daily_dose_ug_per_day")
+        self._show()
+
+    def toggle_patient_bolus(self) -> None:
+        self.draft.patient_bolus = not self.draft.patient_bolus
+        self._show()
+
+    def _show(self) -> None:
+        draft = self.draft
+        self.mode, self.lead_in = draft.mode, draft.lead_in or ""
+        self.patient_bolus = draft.has_patient_bolus
+        fields = draft.fields()
+        self.form.load(fields, {f.key: draft.values.get(f.key) for f in fields})
+        self.steps_button.disabled = draft.mode != "flex"
+        self.steps_button.opacity = 1 if draft.mode == "flex" else 0
+        self._sync()
+
+    def _sync(self) -> None:
+        typed = self.form.values
+        interval_keys = ("every_h", "first_at")
+        if any(key in typed and typed[key] != self.draft.values.get(key) for key in interval_keys):
+            self.draft.bolus_times = None  # an interval typed: it replaces the bolus times
+        self.draft.values.update(typed)
+        self.form.summary = self.draft.summary()
+
+    def edit_steps(self) -> None:
+        self.keep_draft = True
+        self.manager.get_screen("flex").edit(self.draft)
+        self.go("flex")
+
     def review(self) -> None:
-        values = self.values_or_complain()
-        if values is not None:
-            self.propose(program_payload(self.mode, values))
+        if self.values_or_complain() is None:
+            return
+        if self.draft.mode == "flex" and self.draft.daily_totals_ug() is None:
+            self.fail("Enter the dose of every flex step (Steps…)")
+            return
+        first_at = self.draft.values.get("first_at")
+        periodic = self.draft.mode == "periodic_bolus" and self.draft.bolus_times is None
+        if periodic and keyed_time(first_at) is None:
+            self.fail(f"First bolus at: {TIME_OF_DAY_RULE}")
+            return
+        self.keep_draft = True
+        self.propose(self.draft.payload())
+
+
+class FlexScreen(FormScreen):
+    """Flex editor: up to 13 steps a day (start HH:MM, dose µg/day), added, removed and
+    reordered; every day's schedule or a weekday's own; daily totals computed live."""
+
+    day = StringProperty(EVERY)
+    own_days = ListProperty([])
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.draft = Draft()
+        super().__init__(**kwargs)
+
+    def on_kv_post(self, _base: Any) -> None:
+        self.form = self.ids.form
+        self.add_actions(
+            ("Add", self.add_step),
+            ("Remove", self.remove_step),
+            ("Up", lambda: self.move(-1)),
+            ("Down", lambda: self.move(1)),
+            width=86,
+        )
+        self.add_actions(("Done", self.done), width=96)
+        self.form.bind(values=lambda *_a: self._sync())
+
+    def edit(self, draft: Draft) -> None:
+        self.draft = draft
+        self.day = EVERY
+        self._show(0)
+        self.say("")
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.draft.flex.get(self.day, self.draft.flex[EVERY])
+
+    def selected(self) -> int:
+        return int(self.form.active.rsplit("_", 1)[1]) if self.form.active else 0
+
+    def choose_day(self, day: str) -> None:
+        """Show every day's schedule, or a weekday's (its own from the first edit)."""
+        self.day = day
+        self._show(0)
+
+    def same_as_every_day(self) -> None:
+        """The weekday shown follows every day's schedule again."""
+        self.draft.flex.pop(self.day, None)
+        self._show(0)
+
+    def _own_steps(self) -> list[Step]:
+        """The steps of the day shown, as its own list (a weekday's copy made on first edit)."""
+        if self.day not in self.draft.flex:
+            self.draft.flex[self.day] = list(self.draft.flex[EVERY])
+        return self.draft.flex[self.day]
+
+    def _show(self, select: int) -> None:
+        fields: list[Field] = []
+        values: dict[str, float | None] = {}
+        for index, (start, dose) in enumerate(self.steps):
+            fields += [
+                Field(f"start_{index}", f"{index + 1} from", "", 0, time_of_day=True),
+                Field(f"dose_{index}", f"{index + 1}", "µg/day", 1),
+            ]
+            values[f"start_{index}"], values[f"dose_{index}"] = time_key(start), dose
+        self.form.load(tuple(fields), values)
+        self.form.lock("start_0")  # the first step starts at midnight
+        self.form.select(f"dose_{min(select, len(self.steps) - 1)}")
+        self.own_days = [d for d in WEEKDAYS if d in self.draft.flex]
+        self._sync()
+
+    def _sync(self) -> None:
+        """The typed values into the day's steps (a start typed as HHMM); totals live."""
+        values = self.form.values
+        steps, problem = [], ""
+        for index, (start, dose) in enumerate(self.steps):
+            typed = values.get(f"start_{index}")
+            if index == 0:
+                start = 0  # the first step starts at midnight
+            elif typed is not None:
+                minutes = keyed_time(typed)
+                if minutes is None:
+                    problem = f"Step {index + 1}: {TIME_OF_DAY_RULE}"
+                else:
+                    start = minutes
+            steps.append((start, values.get(f"dose_{index}", dose)))
+        if steps != self.steps:
+            self._own_steps()[:] = steps
+        if problem:
+            self.fail(problem)
+        self.form.summary = self._summary()
+
+    def _out_of_order(self) -> str:
+        for day, steps in self.draft.flex.items():
+            starts = [start for start, _dose in steps]
+            if starts != sorted(set(starts)):
+                name = "every day" if day == EVERY else day.capitalize()
+                return f"Steps of {name} must start in time order, each after the one before"
+        return ""
+
+    def _summary(self) -> str:
+        """The day shown (its steps and total) and the program's daily total; any problem."""
+        steps = self.steps
+        doses = [dose for _start, dose in steps]
+        name = "Every day" if self.day == EVERY else self.day.capitalize()
+        if self.day != EVERY and self.day not in self.draft.flex:
+            name += " (same as every day)"
+        day_total = (
+            fmt.number(schedule_daily_total_ug([(s, d or 0.0) for s, d in steps]), 1, "µg/day")
+            if None not in doses
+            else "enter every dose"
+        )
+        lines = [f"{name}: {len(steps)} steps, {day_total}", self.draft.summary().splitlines()[0]]
+        if self.message:
+            lines.insert(0, self.message)
+        return "\n".join(lines)
+
+    def say(self, text: str, rgba: tuple[float, ...] = OK_RGBA) -> None:
+        super().say(text, rgba)
+        if self.form is not None:  # the actions fill the message line: shown here
+            self.form.summary = self._summary()
+
+    def add_step(self) -> None:
+        steps = self.steps
+        if len(steps) >= MAX_FLEX_STEPS:
+            self.fail(f"At most {MAX_FLEX_STEPS} steps a day")
+            return
+        index = self.selected()
+        start, dose = steps[index]
+        end = steps[index + 1][0] if index + 1 < len(steps) else MINUTES_PER_DAY
+        if end - start < 2:
+            self.fail("No room after this step: add it after another one")
+            return
+        self._own_steps().insert(index + 1, ((start + end) // 2, dose))
+        self._show(index + 1)
+
+    def remove_step(self) -> None:
+        steps, index = self.steps, self.selected()
+        if len(steps) == 1:
+            self.fail("A day keeps at least one step")
+            return
+        own = self._own_steps()
+        del own[index]
+        own[0] = (0, own[0][1])  # the first step always starts at midnight
+        self._show(index)
+
+    def move(self, delta: int) -> None:
+        """Swap the selected step's dose with its neighbour's (the times stay in order)."""
+        index = self.selected()
+        other = index + delta
+        if not 0 <= other < len(self.steps):
+            return
+        own = self._own_steps()
+        (start_a, dose_a), (start_b, dose_b) = own[index], own[other]
+        own[index], own[other] = (start_a, dose_b), (start_b, dose_a)
+        self._show(other)
+
+    def done(self) -> None:
+        problem = self._out_of_order()
+        if problem:
+            self.fail(problem)
+            return
+        every = self.draft.flex[EVERY]
+        for day in [d for d in WEEKDAYS if self.draft.flex.get(d) == every]:
+            del self.draft.flex[day]
+        self.go("program")
 
 
 class FinishScreen(KioskScreen):
-    """Wizard last step: old and new settings side by side; confirm (accepting warnings) or back."""
+    """Wizard last step: every setting that changes, old and new side by side (changed rows
+    highlighted, forecasts included); confirm (accepting warnings) or back. A bridge bolus
+    starts delivery once confirmed."""
 
     proposal = ObjectProperty(None, allownone=True)
     rows = ListProperty([])
@@ -199,26 +468,30 @@ class FinishScreen(KioskScreen):
     def show(self, proposal: dict[str, Any], back_to: str = "program") -> None:
         self.proposal = proposal
         self.back_to = back_to
-        self.rows = fmt.settings_rows(proposal.get("old"), proposal.get("new") or {})
+        self.rows = fmt.settings_rows(
+            proposal.get("old"),
+            proposal.get("new") or {},
+            old_program=proposal.get("old_program"),
+            new_program=proposal.get("program"),
+        )
         self.warnings = "\n".join(
             str(w.get("message", w)) if isinstance(w, dict) else str(w)
             for w in proposal.get("warnings") or []
         )
         self.accept = False
         self.say("")
-        grid = self.ids.rows
-        grid.clear_widgets()
-        for cells in (("", "Current", "New"), *self.rows):
-            changed = cells[1] != cells[2] and cells[0] != ""
-            for index, text in enumerate(cells):
-                grid.add_widget(
-                    Label(
-                        text=text,
-                        bold=index == 0 or cells[0] == "",
-                        color=WARN_RGBA if changed and index == 2 else (1, 1, 1, 1),
-                        font_size=17,
-                    )
-                )
+        # Only the rows in view are built (a RecycleView): quick on the Pi however many.
+        self.ids.rows.data = [
+            {
+                "label": label,
+                "old": old,
+                "new": new,
+                "changed": old != new,
+                "height": FINISH_ROW_PX if max(map(len, (label, old, new))) <= 24 else 52,
+            }
+            for label, old, new in self.rows
+        ]
+        self.ids.rows.scroll_y = 1
 
     def confirm(self) -> None:
         if self.proposal is None:
@@ -229,15 +502,47 @@ class FinishScreen(KioskScreen):
         body = {"proposal_id": self.proposal["proposal_id"], "accept_warnings": self.accept}
         self.request("POST", "/api/program/confirm", body, self._confirmed)
 
-    def _confirmed(self, _reply: Any) -> None:
+    def _confirmed(self, status: dict[str, Any]) -> None:
+        mode = (self.proposal or {}).get("program", {}).get("mode")
         self.proposal = None
-        self.say("Program updated")
+        if self.ctl is not None and isinstance(status, dict) and "therapy" in status:
+            self.ctl.status = status  # the confirm answers with the new status: show it now
+        if mode == "bridge_bolus" and status.get("state") != "running":
+            if self.ctl is not None:
+                self.ctl.post(
+                    "/api/start",
+                    None,
+                    lambda _r: self._done("Bridge bolus running"),
+                    lambda error: self._done(
+                        f"Bridge bolus programmed, not started: {error}", ERROR_RGBA
+                    ),
+                )
+            return
+        self._done("Program updated")
+
+    def _done(self, text: str, rgba: tuple[float, ...] = OK_RGBA) -> None:
+        """The program is confirmed: Home, with what happened."""
+        self.manager.get_screen("program").keep_draft = False  # next time: the new program
+        self.say(text, rgba)
+        self.manager.get_screen("home").say(text, rgba)
         self.go("home")
 
 
+FINISH_ROW_PX = 36
+
+
+class FinishRow(BoxLayout):
+    """One row of the Finish table: setting, current and new; a changed row is highlighted."""
+
+    label = StringProperty("")
+    old = StringProperty("")
+    new = StringProperty("")
+    changed = BooleanProperty(False)
+
+
 class BolusScreen(FormScreen):
-    """Single, priming and bridge boluses (each a program confirmed on the Finish screen) and the
-    patient-bolus button with its lockout countdown."""
+    """Single bolus (a program confirmed on the Finish screen), priming and bridge boluses (in
+    the Program wizard) and the patient-bolus button with its lockout countdown."""
 
     kind = StringProperty("single")
     patient_text = StringProperty("Patient bolus")
@@ -249,16 +554,18 @@ class BolusScreen(FormScreen):
         self.add_actions(("Review", self.review))
         self.choose("single")
 
-    def choose(self, kind: str, preset: dict[str, Any] | None = None) -> None:
+    def choose(self, kind: str) -> None:
+        """Single bolus here; priming and bridge open the Program wizard with that bolus."""
+        if kind != "single":
+            program = self.manager.get_screen("program")
+            program.load_current()
+            program.choose_lead_in(kind)
+            program.keep_draft = True
+            self.go("program")
+            return
         self.kind = kind
         current = self.current_program()
-        defaults = {
-            "old_concentration_ug_per_ml": current.get("concentration_ug_per_ml"),
-            "old_dose_ug_per_day": current.get("dose_ug_per_day"),
-            **current,
-            **(preset or {}),
-        }
-        self.form.load(BOLUS_FIELDS[kind], initial_values(BOLUS_FIELDS[kind], defaults))
+        self.form.load(BOLUS_FIELDS[kind], initial_values(BOLUS_FIELDS[kind], current))
         self.say("")
 
     def review(self) -> None:
@@ -290,7 +597,9 @@ class BolusScreen(FormScreen):
 
 
 class RefillScreen(FormScreen):
-    """Guided refill: stop, enter the withdrawn volume, verdict, fill, bridge bolus, alarm date."""
+    """Guided refill to the end: stop, withdrawn volume, verdict, fill, and after a new
+    concentration the bridge bolus (or no bridge, with a reason), which the service requires
+    before the pump may start; the bridge step is shown again whenever one is pending."""
 
     step = StringProperty("stop")
     state = StringProperty("")
@@ -305,12 +614,20 @@ class RefillScreen(FormScreen):
     amounts = StringProperty("")
     steps_text = StringProperty("")
     awaiting_valve = BooleanProperty(False)
+    bridge_pending = DictProperty({})
+    bridge_text = StringProperty("")
     STEPS = (
         ("stop", "1 Stop"),
         ("withdrawn", "2 Aspirate"),
         ("verdict", "3 Verdict"),
         ("fill", "4 Fill"),
         ("done", "5 Done"),
+        ("bridge", "6 Bridge"),
+    )
+    NO_BRIDGE_REASONS = (
+        "Catheter replaced and primed",
+        "Line flushed with the new drug",
+        "Trainer's decision",
     )
 
     def on_kv_post(self, _base: Any) -> None:
@@ -327,7 +644,9 @@ class RefillScreen(FormScreen):
         )
 
     def on_pre_enter(self, *_args: Any) -> None:
-        if self.step == "done":
+        if self.bridge_pending:  # the offer survives leaving the screen
+            self.step = "bridge"
+        elif self.step in ("done", "bridge"):
             self.restart()
 
     def restart(self) -> None:
@@ -338,6 +657,10 @@ class RefillScreen(FormScreen):
 
     def update(self, status: dict[str, Any]) -> None:
         self.state = str(status.get("state", ""))
+        self.bridge_pending = (status.get("refill") or {}).get("bridge_pending") or {}
+        self.bridge_text = self._bridge_text(status)
+        if self.step == "bridge" and not (self.bridge_pending or self.bridge_offered):
+            self.restart()
         if self.step == "stop":
             self.old_program = fmt.view(status)["program"] or {}
         refill = status.get("refill") or {}
@@ -417,24 +740,62 @@ class RefillScreen(FormScreen):
         self.bridge_offered = bool(reply.get("bridge_bolus_offered"))
         reservoir = {**fmt.view(self.ctl.status if self.ctl else {})["reservoir"], **reply}
         self.filled = reply
-        lines = [f"Reservoir {fmt.number(reservoir.get('volume_ml'), 2, 'mL')}"]
-        lines.append(f"Low-reservoir alarm {fmt.when(reservoir.get('low_alarm_at'))}")
-        lines.append(f"Empty {fmt.when(reservoir.get('empty_at'))}")
+        lines = [
+            f"Reservoir {fmt.number(reservoir.get('volume_ml'), 2, 'mL')} of "
+            f"{fmt.number(reply.get('concentration_ug_per_ml'), 0, 'µg/mL')}",
+            f"Low-reservoir alarm {fmt.when(reservoir.get('low_alarm_at'))}",
+            f"Empty {fmt.when(reservoir.get('empty_at'))}",
+        ]
         if self.bridge_offered:
-            lines.append("Concentration changed: program a bridge bolus before restarting")
+            lines.append("Concentration changed: a bridge bolus comes next")
         self.result_text = "\n".join(lines)
         self.step = "done"
         self.say("")
 
+    def finish(self) -> None:
+        """Done: on to the bridge while one is pending, else back to Home."""
+        if self.bridge_offered or self.bridge_pending:
+            self.step = "bridge"
+            return
+        self.restart()
+        self.go("home")
+
+    def _bridge_text(self, status: dict[str, Any]) -> str:
+        pending = self.bridge_pending
+        if not pending:
+            return ""
+        old = fmt.number(pending.get("old_concentration_ug_per_ml"), 0, "µg/mL")
+        new = fmt.number(pending.get("new_concentration_ug_per_ml"), 0, "µg/mL")
+        catheter = status.get("catheter") or {}
+        return (
+            f"Concentration changed: {old} to {new}\n"
+            f"The catheter still holds {fmt.number(catheter.get('volume_ul'), 0, 'µL')} of "
+            f"{old}. The pump stays stopped until a bridge bolus is programmed, or no bridge "
+            "is recorded with its reason."
+        )
+
     def bridge(self) -> None:
-        preset = {
-            "old_concentration_ug_per_ml": self.old_program.get("concentration_ug_per_ml"),
-            "old_dose_ug_per_day": self.old_program.get("dose_ug_per_day"),
-            "concentration_ug_per_ml": self.filled.get("concentration_ug_per_ml"),
-        }
-        bolus = self.manager.get_screen("bolus")
-        bolus.choose("bridge", preset)
-        self.go("bolus")
+        """The Program wizard with a bridge bolus to the new concentration, then the program
+        in force."""
+        program = self.manager.get_screen("program")
+        program.preset_bridge(dict(self.bridge_pending))
+        self.go("program")
+
+    def no_bridge(self, reason: str) -> None:
+        """Record no bridge with *reason*; then program the new concentration."""
+        pending = dict(self.bridge_pending)
+        self.request(
+            "POST", "/api/refill/no-bridge", {"reason": reason}, lambda _r: self._no_bridge(pending)
+        )
+
+    def _no_bridge(self, pending: dict[str, Any]) -> None:
+        self.restart()
+        program = self.manager.get_screen("program")
+        program.load_current()
+        program.draft.values["concentration_ug_per_ml"] = pending.get("new_concentration_ug_per_ml")
+        program.keep_draft = True
+        program.say("No bridge recorded: program the new concentration")
+        self.go("program")
 
 
 class AlarmsScreen(KioskScreen):

@@ -155,6 +155,8 @@ class KeypadForm(BoxLayout):
     refused = BooleanProperty(False)
     message = StringProperty("")
     message_rgba = ListProperty([1, 1, 1, 1])
+    summary = StringProperty("")
+    """Live totals of the entries, shown under the fields (empty: no line)."""
     field_box = ObjectProperty(None)
     keypad_box = ObjectProperty(None)
     actions_box = ObjectProperty(None)
@@ -188,12 +190,19 @@ class KeypadForm(BoxLayout):
                 self.field_box.add_widget(button)
         self.select(fields[0].key if fields else "")
 
+    def lock(self, key: str) -> None:
+        """Show field *key* without letting it be edited."""
+        self._buttons[key].disabled = True
+
     def select(self, key: str) -> None:
         """Make field *key* the one the keypad edits."""
         self.active = key
         field = self._field(key)
         if field is not None:
-            self._buffer = KeypadBuffer(max_decimals=field.max_decimals)
+            self._buffer = KeypadBuffer(
+                max_digits=4 if field.time_of_day else field.max_digits,
+                max_decimals=0 if field.time_of_day else field.max_decimals,
+            )
             self._buffer.set_value(self.values.get(key))
         for other, button in self._buttons.items():
             button.state = "down" if other == key else "normal"
@@ -217,11 +226,13 @@ class KeypadForm(BoxLayout):
         for field in self.fields:
             button = self._buttons.get(field.key)
             if button is not None:
-                value = self.values.get(field.key)
-                shown = fmt.DASH if value is None else f"{value:g}"
-                button.text = f"{field.label}: {shown} {field.unit}"
+                shown = field.shown(self.values.get(field.key))
+                button.text = f"{field.label}: {shown} {field.unit}".strip()
         field = self._field(self.active)
-        self.display = f"{self._buffer.text or '0'} {field.unit if field else ''}".strip()
+        if field is not None and field.time_of_day:
+            self.display = f"{self._buffer.text or '0'} = {field.shown(self._buffer.value)}"
+        else:
+            self.display = f"{self._buffer.text or '0'} {field.unit if field else ''}".strip()
 
 
 class KeyButton(Button):

@@ -105,7 +105,9 @@ def cmd_program_propose(args: argparse.Namespace) -> int:
     path.write_text(proposal["proposal_id"])
 
     def text(p: dict[str, Any]) -> str:
-        rows = settings_rows(p["old"], p["new"])
+        rows = settings_rows(
+            p["old"], p["new"], old_program=p.get("old_program"), new_program=p.get("program")
+        )
         width = max(len(label) for label, _old, _new in rows) + 2
         lines = [f"{'':{width}}{'old':>24}{'new':>24}"]
         lines += [f"{label:{width}}{old:>24}{new:>24}" for label, old, new in rows]
@@ -188,7 +190,12 @@ def _fill_text(r: dict[str, Any]) -> str:
     return (
         f"filled {r['volume_ml']:g} mL at {r['concentration_ug_per_ml']:g} µg/mL;"
         f" low-reservoir alarm {r['low_alarm_at'] or 'never'}"
-        + ("; concentration changed: program a bridge bolus" if r["bridge_bolus_offered"] else "")
+        + (
+            "; concentration changed: program a bridge bolus, or itbrig refill no-bridge "
+            "--reason TEXT, before starting"
+            if r["bridge_bolus_offered"]
+            else ""
+        )
     )
 
 
@@ -205,10 +212,15 @@ def _wait_for_refill(client: RigClient, phase: str, timeout_s: float = REFILL_WA
 
 
 def cmd_refill(args: argparse.Namespace) -> int:
-    if args.step != "aspirate" and args.volume_ml is None:
+    if args.step in ("withdrawn", "fill") and args.volume_ml is None:
         raise InputError(f"volume_ml: required for the {args.step} step (mL)")
+    if args.step == "no-bridge" and not args.reason:
+        raise InputError("--reason: say why no bridge bolus is needed (kept in the books)")
     with _client(args, login=True) as client:
-        if args.step == "aspirate":
+        if args.step == "no-bridge":
+            reply = client.post("/api/refill/no-bridge", {"reason": args.reason})
+            _print(args, reply, lambda _s: f"no bridge bolus recorded: {args.reason}")
+        elif args.step == "aspirate":
             client.post("/api/refill/aspirate")
             refill = _wait_for_refill(client, "aspirated")
             _print(
@@ -333,9 +345,10 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         cmd_refill,
         "refill: aspirate (with a refill valve) or enter the withdrawn volume, then fill",
     )
-    refill.add_argument("step", choices=("aspirate", "withdrawn", "fill"))
+    refill.add_argument("step", choices=("aspirate", "withdrawn", "fill", "no-bridge"))
     refill.add_argument("volume_ml", type=float, nargs="?", help="mL (withdrawn and fill steps)")
     refill.add_argument("--concentration", type=float, default=None, help="µg/mL (fill step)")
+    refill.add_argument("--reason", default=None, help="why no bridge bolus (no-bridge step)")
     pin = subparsers.add_parser("pin", help="PINs of the roles")
     pin_sub = pin.add_subparsers(dest="pin_command", required=True)
     change = add(

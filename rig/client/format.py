@@ -143,33 +143,181 @@ def event_line(event: dict[str, Any]) -> str:
     return f"{at}  {event.get('kind', '')}{role}  {text}"
 
 
-def settings_rows(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Finish screen rows (label, old, new) from two settings summaries of a proposal."""
+def settings_rows(
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    *,
+    old_program: dict[str, Any] | None = None,
+    new_program: dict[str, Any] | None = None,
+) -> list[tuple[str, str, str]]:
+    """Finish screen rows (label, old, new), each label once: the settings summaries of a
+    proposal, every setting of the two programs (flex steps, weekday schedules, boluses, the
+    patient bolus, a lead-in bolus) and the forecasts, with every patient bolus taken."""
     old = old or {}
+    rows: dict[str, list[str]] = {}
 
-    def forecast(summary: dict[str, Any], key: str) -> Any:
-        return (summary.get("reservoir") or {}).get(key)
+    def add(label: str, old_text: str, new_text: str) -> None:
+        rows[label] = [old_text, new_text]
 
-    rows = [
-        ("Mode", mode_label(old.get("mode")), mode_label(new.get("mode"))),
-        ("Drug", str(old.get("drug") or DASH), str(new.get("drug") or DASH)),
-    ]
+    old_details = dict(program_details(old_program or {}))
+    new_details = dict(program_details(new_program or {}))
+    detail_labels = [*new_details, *(k for k in old_details if k not in new_details)]
+
+    def add_details(lead_in: bool) -> None:
+        for label in detail_labels:
+            if (label in LEAD_IN_LABELS) == lead_in:
+                add(label, old_details.get(label, DASH), new_details.get(label, DASH))
+
+    add("Mode", mode_label(old.get("mode")), mode_label(new.get("mode")))
+    if old.get("one_shot_volume_ul") or new.get("one_shot_volume_ul"):
+        add(
+            "Lead-in bolus volume",
+            number(old.get("one_shot_volume_ul"), 1, "µL"),
+            number(new.get("one_shot_volume_ul"), 1, "µL"),
+        )
+    add_details(lead_in=True)  # a priming or bridge bolus first: what it pushes, how fast
+    add("Drug", str(old.get("drug") or DASH), str(new.get("drug") or DASH))
     for label, key, digits, unit in (
         ("Concentration", "concentration_ug_per_ml", 0, "µg/mL"),
         ("Daily dose", "daily_dose_ug_per_day", 1, "µg/day"),
-        ("Rate", "rate_ul_per_h", 2, "µL/h"),
-        ("Rate", "rate_ml_per_day", 3, "mL/day"),
+        ("Rate, µL/h", "rate_ul_per_h", 2, "µL/h"),
+        ("Rate, mL/day", "rate_ml_per_day", 3, "mL/day"),
     ):
-        rows.append((label, number(old.get(key), digits, unit), number(new.get(key), digits, unit)))
-    rows.append(
-        (
-            "Low alarm",
-            when(forecast(old, "low_alarm_at")),
-            when(forecast(new, "low_alarm_at")),
+        add(label, number(old.get(key), digits, unit), number(new.get(key), digits, unit))
+    add_details(lead_in=False)
+    old_block, new_block = old.get("patient_bolus") or {}, new.get("patient_bolus") or {}
+    for label, text in patient_bolus_rows(old_block, new_block):
+        add(label, *text)
+
+    def forecast(summary: dict[str, Any], part: str, key: str) -> str:
+        return when((summary.get(part) or {}).get(key)) if summary.get(part) else DASH
+
+    add("Low-reservoir alarm", *(forecast(s, "reservoir", "low_alarm_at") for s in (old, new)))
+    add("Reservoir empty", *(forecast(s, "reservoir", "empty_at") for s in (old, new)))
+    if old.get("worst_case") or new.get("worst_case"):
+        add(
+            "Low alarm, every bolus taken",
+            *(forecast(s, "worst_case", "low_alarm_at") for s in (old, new)),
         )
-    )
-    rows.append(("Empty", when(forecast(old, "empty_at")), when(forecast(new, "empty_at"))))
+        add(
+            "Empty, every bolus taken", *(forecast(s, "worst_case", "empty_at") for s in (old, new))
+        )
+    return [(label, texts[0], texts[1]) for label, texts in rows.items()]
+
+
+def patient_bolus_rows(
+    old: dict[str, Any], new: dict[str, Any]
+) -> list[tuple[str, tuple[str, str]]]:
+    """The patient-bolus settings of two programs (a dash where one has none)."""
+    if not old and not new:
+        return []
+    rows = []
+    for label, key, digits, unit in (
+        ("Patient bolus dose", "dose_ug", 1, "µg"),
+        ("Patient bolus duration", "duration_min", 0, "min"),
+        ("Patient bolus lockout", "lockout_min", 0, "min"),
+        ("Patient boluses per 24 h", "max_per_24h", 0, ""),
+    ):
+        rows.append(
+            (label, (number(old.get(key), digits, unit), number(new.get(key), digits, unit)))
+        )
     return rows
+
+
+def program_details(program: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every setting of a program beyond its summary: a lead-in bolus and its catheter, flex
+    steps and weekday schedules, scheduled boluses (labels unique within one program)."""
+    details: list[tuple[str, str]] = []
+    main = program
+    if program.get("mode") in ("priming_bolus", "bridge_bolus"):
+        catheter = program.get("catheter") or {}
+        details.append(
+            (
+                "Catheter",
+                f"{number(catheter.get('length_cm'), 1, 'cm')} × "
+                f"{number(catheter.get('ul_per_cm'), 2, 'µL/cm')} + "
+                f"{number(catheter.get('pump_tubing_ul'), 0, 'µL')}",
+            )
+        )
+        if program["mode"] == "bridge_bolus":
+            details.append(
+                (
+                    "Old concentration",
+                    number(program.get("old_concentration_ug_per_ml"), 0, "µg/mL"),
+                )
+            )
+            details.append(
+                ("Old daily dose", number(program.get("old_dose_ug_per_day"), 1, "µg/day"))
+            )
+        name = "Priming" if program["mode"] == "priming_bolus" else "Bridge"
+        _volume_ul, rate_ul_per_h, hours = lead_in_figures(program)
+        details.append((f"{name} rate", number(rate_ul_per_h, 2, "µL/h")))
+        details.append(
+            (f"{name} duration", patient_duration(None if hours is None else hours * 3600))
+        )
+        main = program.get("then") or {}
+        details.append(("Then", mode_label(main.get("mode"))))
+    if main.get("mode") == "continuous" and main is not program:
+        details.append(("Then daily dose", number(main.get("dose_ug_per_day"), 1, "µg/day")))
+    for index, step in enumerate(main.get("steps") or [], start=1):
+        details.append((f"Flex step {index}", _step_text(step)))
+    for day, steps in (main.get("weekdays") or {}).items():
+        for index, step in enumerate(steps, start=1):
+            details.append((f"{str(day).capitalize()} step {index}", _step_text(step)))
+    if main.get("mode") == "single_bolus":
+        details.append(("Bolus dose", number(main.get("dose_ug"), 1, "µg")))
+        details.append(("Bolus duration", number(main.get("duration_min"), 0, "min")))
+    if main.get("mode") == "periodic_bolus":
+        details.append(
+            ("Background dose", number(main.get("background_dose_ug_per_day"), 1, "µg/day"))
+        )
+        details.append(("Bolus dose", number(main.get("bolus_dose_ug"), 1, "µg")))
+        details.append(("Bolus duration", number(main.get("bolus_duration_min"), 0, "min")))
+        if main.get("every_h"):
+            details.append(
+                ("Boluses", f"every {main['every_h']} h from {main.get('first_at', '00:00')}")
+            )
+        else:
+            details.append(("Boluses", "at " + ", ".join(main.get("times") or [])))
+    return details
+
+
+CATHETER_KEYS = ("length_cm", "ul_per_cm", "pump_tubing_ul")
+LEAD_IN_LABELS = frozenset(
+    {
+        "Catheter",
+        "Old concentration",
+        "Old daily dose",
+        "Priming rate",
+        "Priming duration",
+        "Bridge rate",
+        "Bridge duration",
+        "Then",
+    }
+)
+
+
+def lead_in_figures(program: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """Volume (µL), rate (µL/h) and duration (h) of a priming or bridge bolus program: the
+    catheter's volume, at the priming rate or at the old daily dose and concentration (None
+    where a value is missing)."""
+    catheter = program.get("catheter") or {}
+    parts = [catheter.get(key) for key in CATHETER_KEYS]
+    volume_ul = None
+    if all(isinstance(part, int | float) for part in parts):
+        volume_ul = parts[0] * parts[1] + parts[2]
+    if program.get("mode") == "priming_bolus":
+        rate_ul_per_h = program.get("rate_ul_per_h")
+    else:
+        old_conc = program.get("old_concentration_ug_per_ml")
+        old_dose = program.get("old_dose_ug_per_day")
+        rate_ul_per_h = old_dose / old_conc * 1000 / 24 if old_conc and old_dose else None
+    hours = volume_ul / rate_ul_per_h if volume_ul and rate_ul_per_h else None
+    return volume_ul, rate_ul_per_h, hours
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    return f"from {step.get('start')}  {number(step.get('dose_ug_per_day'), 1, 'µg/day')}"
 
 
 def patient_duration(seconds: Any) -> str:

@@ -71,6 +71,7 @@ from rig.service.auth import (
     permits,
 )
 from rig.service.books import StorageError
+from rig.service.bridge import NoBridgeRequest
 from rig.service.errors import install_error_handlers, problems_from_text, refuse, responses
 from rig.service.guard import MAX_BODY_BYTES, RequestGuard
 from rig.service.loop import RigService
@@ -633,6 +634,23 @@ def create_app(
             lambda: service.refill_fill(body.volume_ml, body.concentration_ug_per_ml, role.value),
         )
         return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in result.items()}
+
+    @app.post(
+        "/api/refill/no-bridge",
+        response_model=None,
+        responses=responses(*BODY, *CHANGE, 409, ok=StatusBody),
+    )
+    def no_bridge(
+        body: NoBridgeRequest, role: Annotated[Role, Depends(require(Action.REFILL))]
+    ) -> dict[str, Any]:
+        """After a fill at a new concentration: start without a bridge bolus, the reason kept."""
+        audited(
+            role,
+            "refill.no_bridge",
+            body,
+            lambda: service.record_no_bridge(body.reason, role.value),
+        )
+        return full_status()
 
     @app.put(
         "/api/settings", response_model=None, responses=responses(*BODY, *CHANGE, ok=StatusBody)

@@ -25,6 +25,7 @@ from hal.flow_sensor import FlowSensorError
 from rig.common.inputs import InputError
 from rig.service.alarm_manager import AlarmManager
 from rig.service.books import EventKind, RigStore, RunState, StorageError, iso_utc, utc_now
+from rig.service.bridge import BridgeBooks, PendingBridge
 from rig.service.config import KioskConfig
 from rig.service.flow_monitor import (
     FLOW_CONDITIONS,
@@ -285,6 +286,7 @@ class RigService:
                 low_threshold_ml=reservoir.low_threshold_ml,
             )
         self._reservoir = store.reservoir()
+        self.bridge = BridgeBooks(store)
         self._books_seen = (store.delivered_totals(), self._reservoir)
         self._storage_read_error: str | None = None
         saved_catheter = store.get_state(CATHETER_STATE_KEY)
@@ -965,6 +967,7 @@ class RigService:
                 summary=f"{program.mode} {program.max_daily_total_ug():g} ug/day",
                 patient_s=self._patient_s(),
             )
+            self._after_commit_do(self.bridge.confirmed(program, role, self._patient_s()))
             self._changed()
 
     def start_delivery(self, role: str) -> None:
@@ -980,6 +983,8 @@ class RigService:
                     "state: the rig is in power-loss recovery; review and confirm with "
                     "POST /api/recovery/resume"
                 )
+            if self.bridge.pending is not None:
+                raise StateConflict(self.bridge.pending.start_refusal())
             try:
                 rechecked = self.alarms.recheck_on_start(RUNNING_CONDITIONS)
             except ValueError as error:
@@ -1003,6 +1008,8 @@ class RigService:
         with self.transaction("resume after power-loss recovery"):
             if AlarmCode.POWER_LOSS_RECOVERY not in self.alarms.active_codes:
                 raise StateConflict("state: no power-loss recovery is pending")
+            if self.bridge.pending is not None:
+                raise StateConflict(self.bridge.pending.start_refusal())
             self.alarms.condition_gone(AlarmCode.POWER_LOSS_RECOVERY)
             self.alarms.acknowledge(role=role)
             self._sync_engine_alarms()
@@ -1240,9 +1247,19 @@ class RigService:
         )
         self._forward_engine_events(self.engine.pop_events())
         self._pending_refill = None
+        changed = old_concentration is not None and old_concentration != concentration_ug_per_ml
+        if changed:  # the line holds the old drug: stopped until a bridge (or no bridge)
+            if self.state_name == "running":
+                self.store.set_run_state(RunState.STOPPED, role=role, patient_s=self._patient_s())
+            self._halt()
+            pending = PendingBridge(
+                old_concentration_ug_per_ml=old_concentration,
+                new_concentration_ug_per_ml=concentration_ug_per_ml,
+                filled_at=self.engine.state.updated_at,
+            )
+            self._after_commit_do(self.bridge.filled(pending, role, self._patient_s()))
         self._changed()
         forecast = self.engine.status().settings.reservoir
-        changed = old_concentration is not None and old_concentration != concentration_ug_per_ml
         return {
             "volume_ml": volume_ml,
             "concentration_ug_per_ml": concentration_ug_per_ml,
@@ -1253,6 +1270,11 @@ class RigService:
             "low_alarm_at": forecast.low_alarm_at,
             "empty_at": forecast.empty_at,
         }
+
+    def record_no_bridge(self, reason: str, role: str) -> None:
+        """Start without a bridge bolus after a concentration change, the reason on the books."""
+        with self.transaction("record no bridge bolus"):
+            self._after_commit_do(self.bridge.no_bridge(reason, role, self._patient_s()))
 
     def set_time_compression(self, factor: float, role: str = "clinician") -> None:
         """A new nominal factor; the effective one stays within the bench's limits."""
@@ -1310,6 +1332,7 @@ class RigService:
                 },
                 "reservoir": self._reservoir_status(books_reservoir),
                 "refill": self._refill_status(),
+                "catheter": self.bridge.catheter_status(),
                 "flow": {
                     "expected_ul_per_min": self.telemetry.expected_ul_per_min,
                     "measured_ul_per_min": self.telemetry.measured_ul_per_min,
@@ -1330,6 +1353,7 @@ class RigService:
             "verdict": None if job is None else job.verdict,
             "result": None if job is None else _jsonable(job.result),
             "awaiting_fill": self._pending_refill is not None,
+            "bridge_pending": self.bridge.pending_status(),
         }
 
     def _reservoir_status(self, books_reservoir: dict[str, Any] | None) -> dict[str, Any]:

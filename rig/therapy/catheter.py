@@ -16,7 +16,12 @@ from pydantic import Field
 from rig.common.inputs import StrictModel
 from rig.therapy.units import dose_ug
 
-DEFAULT_CATHETER_UL = 45 * 2.2 + 60.0
+DEFAULT_CATHETER_LENGTH_CM = 45.0
+DEFAULT_CATHETER_UL_PER_CM = 2.2
+DEFAULT_PUMP_TUBING_UL = 60.0
+DEFAULT_CATHETER_UL = (
+    DEFAULT_CATHETER_LENGTH_CM * DEFAULT_CATHETER_UL_PER_CM + DEFAULT_PUMP_TUBING_UL
+)
 """A 45 cm catheter at 2.2 µL/cm plus 60 µL of pump tubing (the priming example's values)."""
 
 VolumeUl = Annotated[float, Field(ge=0, allow_inf_nan=False)]

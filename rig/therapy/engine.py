@@ -173,6 +173,7 @@ class Proposal(StrictModel):
     base_revision: int
     time_compression: float
     program: Program
+    old_program: Program | None = Field(default=None, description="the program in force")
     old: SettingsSummary
     new: SettingsSummary
     warnings: list[LimitWarning]
@@ -209,6 +210,7 @@ class TherapyStatus(StrictModel):
     delivered_ul: float
     delivered_ug: float
     patient_boluses_last_24h: int
+    program: Program | None = Field(default=None, description="the program in force, in full")
 
 
 class ProposalError(InputError):
@@ -410,6 +412,7 @@ class TherapyEngine:
             base_revision=state.revision,
             time_compression=self.clock.time_compression,
             program=program,
+            old_program=state.program,
             old=self._summary(state, self._plan),
             new=self._summary(new_state, self._build_plan(new_state)),
             warnings=warnings,
@@ -675,6 +678,7 @@ class TherapyEngine:
             patient_boluses_last_24h=len(
                 starts_in_window([b.start for b in state.patient_boluses], now)
             ),
+            program=state.program,
         )
 
     def _summary(self, state: EngineState, plan: DeliveryPlan) -> SettingsSummary:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, RootModel, model_validator
 
 from rig.common.inputs import StrictModel, whole_number
+from rig.common.schedule import DaySchedule, schedule_daily_total_ug
 from rig.therapy.units import MINUTES_PER_DAY, WEEKDAYS, parse_hhmm
 
 MAX_FLEX_STEPS = 13
@@ -48,18 +49,6 @@ DurationMin = Annotated[float, Field(ge=1, le=MINUTES_PER_DAY, allow_inf_nan=Fal
 ConcentrationUgPerMl = Annotated[
     float, Field(gt=0, le=MAX_CONCENTRATION_UG_PER_ML, allow_inf_nan=False)
 ]
-
-# A day schedule: (start minute after midnight, dose µg/day) pairs, first at minute 0, ascending.
-DaySchedule = list[tuple[int, float]]
-
-
-def schedule_daily_total_ug(schedule: DaySchedule) -> float:
-    """Dose (µg) a day schedule delivers over one whole day."""
-    total_ug = 0.0
-    for index, (start_min, dose) in enumerate(schedule):
-        end_min = schedule[index + 1][0] if index + 1 < len(schedule) else MINUTES_PER_DAY
-        total_ug += dose * (end_min - start_min) / MINUTES_PER_DAY
-    return total_ug
 
 
 class PatientBolus(StrictModel):

@@ -61,7 +61,9 @@ def test_hard_limit_and_soft_limit_on_the_command_line(cli, tmp_path):
     assert cli("program", "confirm", "--accept-warnings")[0] == 0
 
 
-def test_refill_discrepancy_and_fill(cli):
+def test_refill_discrepancy_fill_and_no_bridge(cli):
+    assert cli("program", "propose", str(EXAMPLES / "continuous.toml"))[0] == 0
+    assert cli("program", "confirm")[0] == 0
     code, out, _ = cli("refill", "withdrawn", "17")
     assert code == 0 and "suspect over-infusion" in out
     code, out, _ = cli("alarms")
@@ -72,6 +74,18 @@ def test_refill_discrepancy_and_fill(cli):
     assert code == 2 and "--concentration" in err
     code, out, _ = cli("refill", "fill", "20", "--concentration", "500")
     assert code == 0 and "filled 20 mL" in out
+    code, _, err = cli("refill", "no-bridge", "--reason", "no concentration change")
+    assert code == 2 and "no bridge bolus is pending" in err
+    # A new concentration: the start waits for a bridge or a recorded "no bridge".
+    assert cli("refill", "withdrawn", "20")[0] == 0
+    code, out, _ = cli("refill", "fill", "20", "--concentration", "1000")
+    assert code == 0 and "itbrig refill no-bridge --reason" in out
+    code, _, err = cli("start")
+    assert code == 2 and "program a bridge bolus" in err
+    assert cli("refill", "no-bridge")[0] == 2  # the reason is required
+    code, out, _ = cli("refill", "no-bridge", "--reason", "catheter replaced and primed")
+    assert code == 0 and "no bridge bolus recorded" in out
+    assert cli("start")[0] == 0
 
 
 def test_wrong_pin_unreachable_service_and_silence_limit(cli, monkeypatch):

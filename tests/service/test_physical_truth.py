@@ -73,6 +73,8 @@ def test_a_refill_at_2000_over_a_500_program_gives_four_times_the_dose(service_f
     assert status["reservoir"]["concentration_ug_per_ml"] == 2000.0
     assert status["reservoir"]["concentration_mismatch"] is True
     before = status["delivered"]
+    # The service holds the start until a bridge or a recorded "no bridge": the trainee skips it.
+    client.post("/api/refill/no-bridge", {"reason": "skipped: the debrief shows what follows"})
     client.post("/api/start")
     started = client.get("/api/status")["patient_time"]
     assert wait_for(

@@ -83,7 +83,7 @@ def test_program_a_dose_through_the_wizard(live, service, drive):
     rows = {label: (old, new) for label, old, new in finish.rows}
     assert rows["Daily dose"] == ("0.0 µg/day", "300.0 µg/day")
     assert rows["Concentration"][1] == "500 µg/mL"
-    assert ("Rate", "0.00 µL/h", "25.00 µL/h") in finish.rows
+    assert ("Rate, µL/h", "0.00 µL/h", "25.00 µL/h") in finish.rows
     drive.screenshot("e2e-finish")
     assert fmt.view(remote_status(service))["program"] is None  # nothing changes before confirm
     drive.tap(finish.ids.confirm)
@@ -175,11 +175,13 @@ def test_a_refill_with_a_3_ml_discrepancy_shows_the_warning(live, service, drive
     assert refill.bridge_offered
     assert "Low-reservoir alarm" in refill.result_text
     drive.screenshot("e2e-refill-done")
+    drive.tap(refill.ids.refill_finish)
+    drive.wait_for(lambda: refill.bridge_pending, 10, "the pending bridge")
     drive.tap(refill.ids.bridge)
-    bolus = live.manager.get_screen("bolus")
-    assert live.manager.current == "bolus" and bolus.kind == "bridge"
-    assert bolus.form.values["old_concentration_ug_per_ml"] == 500
-    assert bolus.form.values["concentration_ug_per_ml"] == 1000
+    program = live.manager.get_screen("program")
+    assert live.manager.current == "program" and program.lead_in == "bridge"
+    assert program.form.values["old_concentration_ug_per_ml"] == 500
+    assert program.form.values["concentration_ug_per_ml"] == 1000
     drive.screenshot("e2e-bridge-bolus")
 
 
