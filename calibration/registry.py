@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from calibration import accuracy, volume
-from calibration.bench import CalibrationBench
+from calibration.bench import CalibrationBench, ProgressFn
 from calibration.models import Params, Result
+from hal.bench import Bench
 from rig.common.inputs import InputError
 
 
@@ -61,3 +62,56 @@ PROCEDURES: dict[str, Procedure] = {
         ),
     )
 }
+
+
+class ServiceHook:
+    """What the rig service calls through the ``itbrig.calibrations`` entry point."""
+
+    @staticmethod
+    def describe() -> list[dict[str, Any]]:
+        """Each procedure's name, title and parameter schema."""
+        return [
+            {"name": p.name, "title": p.title, "params": p.params.model_json_schema()}
+            for p in PROCEDURES.values()
+        ]
+
+    @staticmethod
+    def parse(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Checked parameters of procedure *name* as JSON; InputError naming what is wrong."""
+        procedure = PROCEDURES.get(name)
+        if procedure is None:
+            raise InputError(
+                f"procedure: {name!r} is not a calibration; allowed: {', '.join(PROCEDURES)}"
+            )
+        return procedure.parse(params).model_dump(mode="json")
+
+    @staticmethod
+    def run(
+        name: str,
+        params: dict[str, Any],
+        bench: Bench,
+        *,
+        now_s: Callable[[], float],
+        wait_fn: Callable[[float], None],
+        ul_per_step: float,
+        syringe_ul: float | None,
+        progress_fn: ProgressFn,
+    ) -> dict[str, Any]:
+        """Run procedure *name* on *bench* in whatever time *wait_fn* lets pass; the result as
+        JSON. The bench is left safe (motor stopped and released, catheter open) however it ends."""
+        procedure = PROCEDURES[name]
+        cb = CalibrationBench(
+            bench,
+            now_s=now_s,
+            wait_fn=wait_fn,
+            ul_per_step=ul_per_step,
+            syringe_ul=syringe_ul,
+            progress_fn=progress_fn,
+        )
+        try:
+            return procedure.run(cb, procedure.parse(params)).model_dump(mode="json")
+        finally:
+            cb.make_safe()
+
+
+SERVICE_HOOK = ServiceHook()

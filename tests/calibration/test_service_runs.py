@@ -1,0 +1,143 @@
+"""Calibration inside the rig service (VirtualRig: the real service on a virtual clock): the
+run in state "calibrating" with therapy stopped, cancellable; its books; applying the result
+with versions and rollback, after which delivery and the flow monitor use the calibrated
+µL per step."""
+
+from __future__ import annotations
+
+import pytest
+
+from rig.common.inputs import InputError
+from rig.service.loop import StateConflict
+from rig.service.virtual import VirtualRig
+from tests.calibration.conftest import TRUE_RATIO
+
+CONTINUOUS = {
+    "drug": "baclofen",
+    "concentration_ug_per_ml": 500,
+    "mode": "continuous",
+    "dose_ug_per_day": 400,
+}
+QUICK_VOLUME = {"volumes_ul": [20, 40, 80, 160], "settle_s": 5, "blank_s": 0, "prime_ul": 20}
+
+
+@pytest.fixture
+def rig(tmp_path, wide_bore):
+    with VirtualRig(tmp_path, config=wide_bore) as rig:
+        rig.run(1.0)  # the flow sensor's first reading is ready
+        yield rig
+
+
+def finish(rig: VirtualRig) -> dict:
+    jobs = rig.service.calibrations
+    assert jobs.wait_finished(60.0)
+    assert jobs.job is not None
+    return jobs.job.status()
+
+
+def test_a_volume_run_calibrates_and_applying_it_moves_every_user_of_ul_per_step(
+    rig, tmp_path, wide_bore
+):
+    service = rig.service
+    nominal = service.ul_per_step
+    started = service.calibrations.start("volume", QUICK_VOLUME, "engineer")
+    status = finish(rig)
+    assert status["state"] == "done", status
+    run = service.store.calibration_run(started["run_id"])
+    assert run["state"] == "done" and run["role"] == "engineer"
+    assert run["in_force"]["ul_per_step"] == pytest.approx(nominal)
+    assert run["params"]["volumes_ul"] == [20, 40, 80, 160]
+    assert [s["steps"] for s in run["samples"]] == [p["steps"] for p in run["result"]["points"]]
+    assert run["result"]["coefficient"] == pytest.approx(TRUE_RATIO, rel=0.003)
+    # Nothing of the calibration's pumping is delivery.
+    assert service.store.delivered_totals()[1] == pytest.approx(0.0)
+
+    applied = service.calibrations.apply(started["run_id"], "engineer")
+    measured = run["result"]["ul_per_step_measured"]
+    assert applied["version"] == 1
+    for user in (service.ul_per_step, service.motion.ul_per_step, service.flow_monitor.ul_per_step):
+        assert user == pytest.approx(measured)
+    assert service.bench.ul_per_microstep == pytest.approx(measured)
+
+    # Delivery now runs the step rate the true bore needs: the beaker gets what the plan says.
+    rig.confirm(CONTINUOUS)
+    service.start_delivery("clinician")
+    outlet_before = rig.bench.sim.bench.outlet_volume_ul
+    rig.run(60.0)
+    delivered_ul = service.engine.state.delivered_ul
+    assert delivered_ul > 50
+    outlet_ul = rig.bench.sim.bench.outlet_volume_ul - outlet_before
+    assert outlet_ul == pytest.approx(delivered_ul, rel=0.01)
+    assert "over_infusion" not in rig.active_codes()
+
+    # A restart keeps the calibration in force (the books hold it).
+    service.stop_delivery("clinician")
+    rig.close()
+    with VirtualRig(tmp_path, config=wide_bore) as again:
+        assert again.service.ul_per_step == pytest.approx(measured)
+        assert again.service.motion.ul_per_step == pytest.approx(measured)
+        assert again.service.calibrations.in_force()["volume_version"] == 1
+
+
+def test_rollback_restores_the_version_before(rig):
+    jobs = rig.service.calibrations
+    nominal = rig.service.ul_per_step
+    first = jobs.start("volume", QUICK_VOLUME, "engineer")
+    finish(rig)
+    jobs.apply(first["run_id"], "engineer")
+    calibrated = rig.service.ul_per_step
+    assert calibrated != nominal
+    back = jobs.rollback("volume", "engineer")
+    assert back == {"kind": "volume", "version": 2, "value": None}
+    assert rig.service.ul_per_step == pytest.approx(nominal)
+    with pytest.raises(InputError, match="already nominal"):
+        jobs.rollback("volume", "engineer")
+    history = rig.service.store.calibration_history("volume")
+    assert [(h["version"], h["action"]) for h in history] == [(1, "apply"), (2, "rollback")]
+
+
+def test_the_run_needs_therapy_stopped_and_shows_calibrating(rig):
+    rig.confirm(CONTINUOUS)
+    rig.service.start_delivery("clinician")
+    with pytest.raises(StateConflict, match="stop delivery"):
+        rig.service.calibrations.start("volume", QUICK_VOLUME, "engineer")
+    rig.service.stop_delivery("clinician")
+    states = []
+    rig.service.calibrations.sleep = lambda s: (states.append(rig.service.state_name), rig.run(s))
+    rig.service.calibrations.start("volume", QUICK_VOLUME, "engineer")
+    finish(rig)
+    assert set(states) == {"calibrating"}
+    assert rig.service.state_name == "stopped"
+    assert rig.active_codes() == []
+
+
+def test_cancel_stops_the_motor_at_the_next_wait_and_books_it(rig):
+    jobs = rig.service.calibrations
+
+    def sleep(seconds: float) -> None:
+        rig.run(seconds)
+        if jobs.job.samples:  # cancel once the first point is weighed
+            jobs.cancel()
+
+    jobs.sleep = sleep
+    started = jobs.start("volume", QUICK_VOLUME, "engineer")
+    status = finish(rig)
+    assert status["state"] == "cancelled"
+    assert rig.bench.stepper.rate_steps_per_s == 0
+    assert not rig.bench.drive.is_enabled
+    run = rig.service.store.calibration_run(started["run_id"])
+    assert run["state"] == "cancelled" and run["result"] is None
+    assert len(run["samples"]) == 1
+    with pytest.raises(InputError, match="cancelled, not done"):
+        jobs.apply(started["run_id"], "engineer")
+
+
+def test_bad_requests_are_named(rig):
+    jobs = rig.service.calibrations
+    with pytest.raises(InputError, match="'weight' is not a calibration; allowed: volume"):
+        jobs.start("weight", {}, "engineer")
+    with pytest.raises(InputError, match="settle_s"):
+        jobs.start("volume", {"settle_s": -1}, "engineer")
+    with pytest.raises(InputError, match="no calibration run 99"):
+        jobs.apply(99, "engineer")
+    assert rig.service.store.calibration_runs() == []
