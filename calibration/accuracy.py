@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from calibration.analysis import flows_ul_per_min, trumpet, water_density_g_per_ml
+from calibration.analysis import flows_ul_per_min, trumpet
 from calibration.bench import CalibrationBench
 from calibration.models import NonNegativeFloat, Params, PositiveFloat, Result, Row
 
@@ -94,10 +94,7 @@ def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult
     """Run the accuracy test on *cb*; the bench is left stopped."""
     cb.require_volume(params.rate_ul_per_min * params.duration_min, "the accuracy test")
     cb.begin(planned_s(params))
-    temperature_c = params.temperature_c
-    if temperature_c is None:
-        temperature_c = cb.water_temperature_c()
-    density = water_density_g_per_ml(temperature_c)
+    temperature_c, density = cb.water(params.temperature_c)
     cb.tare()
     evaporation_g_per_min = 0.0
     if params.blank_min > 0:

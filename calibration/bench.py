@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calibration.analysis import water_density_g_per_ml
 from hal.bench import Bench
 from hal.flow_sensor import FlowReading
 from rig.common.inputs import InputError
@@ -52,6 +53,8 @@ class CalibrationBench:
     """µL per microstep a procedure converts volumes and rates with (the calibration in force)."""
     syringe_ul: float | None = None
     """What the syringe holds at the start (None: unknown, not checked)."""
+    time_compression: float = 1.0
+    """Patient seconds per bench second on this rig (for patient-time figures)."""
     progress_fn: ProgressFn = lambda _progress: None
     _started_s: float = field(default=0.0, init=False)
     _planned_s: float = field(default=1.0, init=False)
@@ -164,6 +167,11 @@ class CalibrationBench:
             self.wait(seconds / samples)
             total += self.flow().flow_ul_per_min
         return total / samples
+
+    def water(self, entered_c: float | None) -> tuple[float, float]:
+        """Water temperature (entered, else the flow sensor's) and the density at it."""
+        temperature_c = self.water_temperature_c() if entered_c is None else entered_c
+        return temperature_c, water_density_g_per_ml(temperature_c)
 
     def water_temperature_c(self) -> float:
         """The liquid temperature the flow sensor reports."""

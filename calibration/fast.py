@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 from calibration.bench import CalibrationBench, ProgressFn
 from hal.bench import build_bench
-from hal.config import HardwareConfig
 from hal.sim.clock import ManualClock
+from rig.service.config import RigConfig
 
 VIRTUAL_START_S = 1000.0
 FAST_BAUD = 38400
@@ -18,7 +18,7 @@ SENSOR_START_S = 0.1
 
 @contextmanager
 def simulated_bench(
-    config: HardwareConfig,
+    config: RigConfig,
     *,
     ul_per_step: float | None = None,
     progress_fn: ProgressFn | None = None,
@@ -46,6 +46,7 @@ def simulated_bench(
             wait_fn=wait,
             ul_per_step=ul_per_step or bench.ul_per_microstep,
             syringe_ul=config.sim.initial_fill_ml * 1000.0,
+            time_compression=config.therapy.time_compression,
         )
         cb.wait(SENSOR_START_S)
         if progress_fn is not None:

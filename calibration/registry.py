@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from calibration import accuracy, volume
+from calibration import accuracy, bolus, flow_sensor, occlusion, rate, volume
 from calibration.bench import CalibrationBench, ProgressFn
 from calibration.models import Params, Result
 from hal.bench import Bench
@@ -60,6 +60,38 @@ PROCEDURES: dict[str, Procedure] = {
             accuracy.run_accuracy,
             lambda params, _ul_per_step: accuracy.planned_s(params),
         ),
+        Procedure(
+            "rate",
+            "Rate calibration (mean flow against set flow)",
+            rate.RateParams,
+            rate.RateResult,
+            rate.run_rate,
+            rate.planned_s,
+        ),
+        Procedure(
+            "flow-sensor",
+            "Flow-sensor calibration against the balance",
+            flow_sensor.FlowSensorParams,
+            flow_sensor.FlowSensorResult,
+            flow_sensor.run_flow_sensor,
+            flow_sensor.planned_s,
+        ),
+        Procedure(
+            "occlusion",
+            "Occlusion test (time to alarm, released bolus)",
+            occlusion.OcclusionParams,
+            occlusion.OcclusionResult,
+            occlusion.run_occlusion,
+            occlusion.planned_s,
+        ),
+        Procedure(
+            "bolus",
+            "Patient-bolus accuracy",
+            bolus.BolusParams,
+            bolus.BolusResult,
+            bolus.run_bolus,
+            bolus.planned_s,
+        ),
     )
 }
 
@@ -95,6 +127,7 @@ class ServiceHook:
         wait_fn: Callable[[float], None],
         ul_per_step: float,
         syringe_ul: float | None,
+        time_compression: float,
         progress_fn: ProgressFn,
     ) -> dict[str, Any]:
         """Run procedure *name* on *bench* in whatever time *wait_fn* lets pass; the result as
@@ -106,6 +139,7 @@ class ServiceHook:
             wait_fn=wait_fn,
             ul_per_step=ul_per_step,
             syringe_ul=syringe_ul,
+            time_compression=time_compression,
             progress_fn=progress_fn,
         )
         try:

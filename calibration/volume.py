@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from calibration.analysis import fit_line, water_density_g_per_ml
+from calibration.analysis import fit_line
 from calibration.bench import CalibrationBench, CalibrationError
 from calibration.models import NonNegativeFloat, Params, PositiveFloat, Result, Row
 from rig.therapy.units import UL_PER_ML
@@ -73,10 +73,7 @@ def run_volume(cb: CalibrationBench, params: VolumeParams) -> VolumeResult:
     """Run the volume calibration on *cb*; the bench is left stopped."""
     cb.require_volume(params.prime_ul + params.volumes_ul[-1], "the volume calibration")
     cb.begin(planned_s(params, cb.ul_per_step))
-    temperature_c = params.temperature_c
-    if temperature_c is None:
-        temperature_c = cb.water_temperature_c()
-    density = water_density_g_per_ml(temperature_c)
+    temperature_c, density = cb.water(params.temperature_c)
     if params.prime_ul > 0:
         cb.report("priming")
         cb.move(round(params.prime_ul / cb.ul_per_step), params.rate_ul_per_min)

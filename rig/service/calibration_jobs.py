@@ -301,6 +301,7 @@ class CalibrationJobs:
                 wait_fn=job.wait,
                 ul_per_step=service.ul_per_step,
                 syringe_ul=reservoir["volume_ml"] * 1000.0 if reservoir else None,
+                time_compression=service.clock.time_compression_nominal,
                 progress_fn=job.on_progress,
             )
             state = "done"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from rig.common.inputs import InputError
+from rig.service.config import parse_config
 from rig.service.loop import StateConflict
 from rig.service.virtual import VirtualRig
 from tests.calibration.conftest import TRUE_RATIO
@@ -141,3 +142,23 @@ def test_bad_requests_are_named(rig):
     with pytest.raises(InputError, match="no calibration run 99"):
         jobs.apply(99, "engineer")
     assert rig.service.store.calibration_runs() == []
+
+
+def test_an_applied_flow_sensor_calibration_corrects_what_the_flow_monitor_reads(tmp_path):
+    config = parse_config({"sim": {"sensor_offset_ul_per_min": 3.0, "sensor_noise_ul_per_min": 0}})
+    with VirtualRig(tmp_path, config=config) as rig:
+        rig.run(1.0)
+        assert rig.service.telemetry.sensor_ul_per_min == pytest.approx(3.0, abs=0.2)
+        quick = {"rates_ul_per_min": [200, 400, 800], "settle_min": 0.2, "window_min": 0.4}
+        started = rig.service.calibrations.start("flow-sensor", quick, "engineer")
+        assert finish(rig)["state"] == "done"
+        applied = rig.service.calibrations.apply(started["run_id"], "engineer")
+        assert applied["kind"] == "flow_sensor"
+        assert applied["value"]["offset_ul_per_min"] == pytest.approx(-3.0, abs=1.0)
+        rig.confirm(CONTINUOUS)
+        rig.service.start_delivery("clinician")
+        rig.run(3.0)
+        telemetry = rig.service.telemetry
+        # Uncorrected, the sensor read 3 µL/min and more above the flow; now it reads the flow.
+        assert telemetry.sensor_ul_per_min == pytest.approx(telemetry.commanded_ul_per_min, abs=1.0)
+        assert rig.active_codes() == []
