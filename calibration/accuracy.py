@@ -106,6 +106,7 @@ def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult
     start_s = cb.now_s()
     samples = [MassSample(t_min=0.0, mass_g=cb.mass_g())]
     cb.run_at(params.rate_ul_per_min)
+    cb.report("pumping", samples[0].model_dump())
     try:
         for i in range(1, count + 1):
             cb.wait(start_s + i * params.sample_min * 60.0 - cb.now_s())

@@ -13,11 +13,13 @@ import math
 import sys
 import time
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from calibration.bench import CalibrationError, Progress
 from calibration.registry import PROCEDURES, Procedure
+from calibration.report import Limits, load_limits, results_csv, samples_csv
 from rig.common.inputs import InputError
 
 BAR_WIDTH = 30
@@ -39,6 +41,12 @@ def add_calibrate_command(subparsers: argparse._SubParsersAction) -> None:
         )
         sub.add_argument("--json", action="store_true", help="print one JSON object")
         sub.add_argument("--save", metavar="FILE", help="save the result as JSON")
+        sub.add_argument(
+            "--report",
+            metavar="DIR",
+            help="write the run's record there: samples.csv, results.csv, report.pdf, run.json",
+        )
+        sub.add_argument("--limits", metavar="FILE", help="pass/fail limits of the report (TOML)")
         sub.add_argument(
             "--use-calibration",
             metavar="FILE",
@@ -142,6 +150,17 @@ class ProgressBar:
             self.stream.flush()
 
 
+def write_record(folder: Path, run: dict[str, Any], limits: Limits) -> None:
+    """A run's record as files: raw samples and results (CSV), the PDF report, the run (JSON)."""
+    from calibration.pdf import pdf_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "samples.csv").write_text(samples_csv(run))
+    (folder / "results.csv").write_text(results_csv(run, limits))
+    (folder / "report.pdf").write_bytes(pdf_report(run, limits))
+    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     from calibration.report import result_table
     from rig.service.config import load_config
@@ -158,9 +177,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
     ul_per_step = load_calibration(args.use_calibration) if args.use_calibration else None
     from calibration.fast import simulated_bench
 
+    limits = load_limits(args.limits)
     bar = ProgressBar()
+    samples: list[dict[str, Any]] = []
+
+    def progress(update: Progress) -> None:
+        bar(update)
+        if update.sample is not None:
+            samples.append(update.sample)
+
+    started = datetime.now(UTC)
     try:
-        with simulated_bench(config, ul_per_step=ul_per_step, progress_fn=bar) as cb:
+        with simulated_bench(config, ul_per_step=ul_per_step, progress_fn=progress) as cb:
+            in_force = {"ul_per_step": cb.ul_per_step, "source": args.use_calibration or "nominal"}
             result = procedure.run(cb, params)
     except CalibrationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -168,6 +197,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     document = result.model_dump(mode="json")
+    if args.report:
+        run = {
+            "procedure": procedure.name,
+            "state": "done",
+            "role": "engineer (simulated bench, --fast)",
+            "started_at_utc": started.isoformat(timespec="seconds"),
+            "finished_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "params": params.model_dump(mode="json"),
+            "in_force": in_force,
+            "samples": samples,
+            "result": document,
+        }
+        write_record(Path(args.report), run, limits)
     if args.save:
         Path(args.save).write_text(json.dumps(document, indent=2) + "\n")
     if args.json:

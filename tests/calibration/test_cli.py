@@ -26,8 +26,20 @@ def test_volume_then_accuracy_with_the_saved_calibration(wide_bore_file, tmp_pat
 
     accuracy = ["calibrate", "accuracy", "--config", str(wide_bore_file), "--fast", "--json"]
     accuracy += ["--rate-ul-per-min", "120", *SHORT, "--use-calibration", str(saved)]
-    assert main(accuracy) == 0
+    limits = tmp_path / "limits.toml"
+    limits.write_text("accuracy_mean_error_pct = 0.5\ntrumpet_pct = 0.0001\n")
+    record = tmp_path / "record"
+    assert main([*accuracy, "--report", str(record), "--limits", str(limits)]) == 0
     after = json.loads(capsys.readouterr().out)
+    pdf = (record / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page ") == 2  # summary, plots
+    samples = (record / "samples.csv").read_text().splitlines()
+    assert samples[0] == "t_min,mass_g" and len(samples) == 1 + 25
+    results = (record / "results.csv").read_text()
+    assert f"mean_error_pct,{after['mean_error_pct']}" in results
+    assert "in_force.source," + str(saved) in results
+    assert "mean error A," in results and ",± 0.5 %,True" in results
+    assert '"Ep, P = 2 min",' in results and ",False" in results  # the too-tight trumpet limit
     assert abs(after["mean_error_pct"]) <= 0.5
     assert [w["window_min"] for w in after["windows"]] == [2, 5]
     assert set(after["windows"][0]) == {"window_min", "ep_max_pct", "ep_min_pct"}
@@ -63,3 +75,11 @@ def test_a_file_that_is_not_a_volume_calibration_is_refused(tmp_path, capsys):
     args = ["calibrate", "accuracy", "--fast", "--rate-ul-per-min", "50"]
     assert main([*args, "--use-calibration", str(other)]) == 2
     assert "not a saved volume calibration" in capsys.readouterr().err
+
+
+def test_bad_limits_are_named(wide_bore_file, tmp_path, capsys):
+    limits = tmp_path / "limits.toml"
+    limits.write_text("accuracy_mean_error = 5\n")
+    args = ["calibrate", "bolus", "--fast", "--count", "2", "--report", str(tmp_path / "r")]
+    assert main([*args, "--limits", str(limits)]) == 2
+    assert "accuracy_mean_error: Extra inputs are not permitted" in capsys.readouterr().err
