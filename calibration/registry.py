@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from calibration import accuracy, bolus, flow_sensor, occlusion, rate, volume
 from calibration.bench import CalibrationBench, ProgressFn
 from calibration.models import Params, Result
+from calibration.report import results_csv, samples_csv
 from hal.bench import Bench
 from rig.common.inputs import InputError
 
@@ -146,6 +147,19 @@ class ServiceHook:
             return procedure.run(cb, procedure.parse(params)).model_dump(mode="json")
         finally:
             cb.make_safe()
+
+    @staticmethod
+    def export(run: dict[str, Any], name: str) -> bytes:
+        """A run's ``samples.csv``, ``results.csv`` or ``report.pdf`` (default limits)."""
+        from calibration.pdf import pdf_report
+
+        if name == "samples.csv":
+            return samples_csv(run).encode()
+        if name == "results.csv":
+            return results_csv(run).encode()
+        if name == "report.pdf":
+            return pdf_report(run)
+        raise InputError(f"name: {name!r}; allowed: samples.csv, results.csv, report.pdf")
 
 
 SERVICE_HOOK = ServiceHook()

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from hal.config import Fraction, StrictModel
 from hal.sim.bench import LeakFraction
 from rig.common.inputs import InputError
+from rig.service.api_calibration import add_calibration_routes
 from rig.service.auth import (
     DEFAULT_PINS,
     Action,
@@ -583,6 +584,8 @@ def create_app(
         """Restart the delivery loop's timing figures (``loop`` in the status)."""
         audited(role, "diagnostics.loop.reset", {}, service.reset_loop_stats)
         return service.loop_status()
+
+    add_calibration_routes(app, service, require=require, audited=audited)
 
     @app.websocket("/api/telemetry")
     async def telemetry(websocket: WebSocket) -> None:

@@ -62,6 +62,8 @@ class CalibrationJob:
     steps_before: int = 0
     sleep: Callable[[float], None] | None = None
     """How bench time passes (None: real time); a virtual rig runs its loop instead."""
+    telemetry: Any = None
+    """The service's telemetry snapshot, which shows the run's progress."""
 
     def wait(self, seconds: float) -> None:
         """Let *seconds* pass; a cancel cuts a real-time wait short and ends the run."""
@@ -74,13 +76,12 @@ class CalibrationJob:
         self.sleep(seconds)
 
     def on_progress(self, progress: Any) -> None:
-        self.fraction, self.eta_s, self.message = (
-            progress.fraction,
-            progress.eta_s,
-            progress.message,
-        )
+        self.fraction, self.eta_s = progress.fraction, progress.eta_s
+        self.message = progress.message
         if progress.sample is not None and len(self.samples) < MAX_SAMPLES_KEPT:
             self.samples.append(progress.sample)
+        if self.telemetry is not None:
+            self.telemetry.calibration = self.status()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -261,7 +262,9 @@ class CalibrationJobs:
                 raise StateConflict(f"state: the rig is {refill.phase}; wait for it")
             service._commit_ledger()
             run_id = service.store.start_calibration_run(procedure, checked, self.in_force(), role)
-            job = CalibrationJob(run_id, procedure, role, sleep=self.sleep)
+            job = CalibrationJob(
+                run_id, procedure, role, sleep=self.sleep, telemetry=service.telemetry
+            )
 
             def start() -> None:
                 job.steps_before = service.bench.stepper.steps_issued
@@ -328,6 +331,7 @@ class CalibrationJobs:
             job.result, job.message, job.state = result, message or job.message, state
             if state == "done":
                 job.fraction = 1.0
+            service.telemetry.calibration = None
 
 
 def _value_before(history: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -186,6 +186,8 @@ class Telemetry:
     time_compression_effective: float = 0.0
     steps: int = 0
     state: str = "stopped"
+    calibration: dict[str, Any] | None = None
+    """The calibration run going on (progress, latest sample), else None."""
 
 
 class RigService:
