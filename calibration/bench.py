@@ -20,7 +20,7 @@ from rig.common.inputs import InputError
 
 ProgressFn = Callable[["Progress"], None]
 
-MOVE_POLL_S = 0.5
+MOVE_POLL_S = 0.05
 """How often a move is checked for its end while waiting."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import typing
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from calibration.bench import CalibrationError, Progress
+from calibration.models import Params
 from calibration.registry import PROCEDURES, Procedure
 from calibration.report import Limits, load_limits, results_csv, samples_csv
+from rig.client.commands import run_client_command
 from rig.common.inputs import InputError
 
 BAR_WIDTH = 30
+POLL_S = 1.0
 
 
 def add_calibrate_command(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +51,8 @@ def add_calibrate_command(subparsers: argparse._SubParsersAction) -> None:
             help="write the run's record there: samples.csv, results.csv, report.pdf, run.json",
         )
         sub.add_argument("--limits", metavar="FILE", help="pass/fail limits of the report (TOML)")
+        sub.add_argument("--url", help="rig service URL, without --fast (default $ITBRIG_URL)")
+        sub.add_argument("--pin", help="the engineer's PIN, without --fast (or $ITBRIG_PIN)")
         sub.add_argument(
             "--use-calibration",
             metavar="FILE",
@@ -66,7 +72,7 @@ def add_calibrate_command(subparsers: argparse._SubParsersAction) -> None:
                     else f" (default {_default(field.get_default(call_default_factory=True))})"
                 ),
             )
-        sub.set_defaults(handler=run_calibrate, procedure_spec=procedure)
+        sub.set_defaults(handler=run_client_command(run_calibrate), procedure_spec=procedure)
 
 
 def _is_list(annotation: Any) -> bool:
@@ -161,19 +167,68 @@ def write_record(folder: Path, run: dict[str, Any], limits: Limits) -> None:
     (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 
+def run_on_service(args: argparse.Namespace, procedure: Procedure, params: Params) -> int:
+    """Run *procedure* on the rig service's bench in real time, following its progress;
+    Ctrl-C cancels the run (the motor stops and the catheter is opened)."""
+    from calibration.report import result_table_lines
+    from rig.client.http import RigClient
+
+    if args.use_calibration or args.config:
+        raise InputError(
+            "--use-calibration and --config are for --fast runs; the rig service runs with its "
+            "own configuration and the calibration in force"
+        )
+    pin = args.pin or os.environ.get("ITBRIG_PIN")
+    if not pin:
+        raise InputError("--pin: the engineer's PIN is needed to calibrate (or $ITBRIG_PIN)")
+    bar = ProgressBar()
+    try:
+        with RigClient(args.url) as client:
+            client.login("engineer", pin)
+            body = {"procedure": procedure.name, "params": params.model_dump(mode="json")}
+            run_id = client.post("/api/calibration/runs", body)["run_id"]
+            job = _follow(client, bar)
+            if job["state"] != "done":
+                print(f"error: run {run_id} {job['state']}: {job['message']}", file=sys.stderr)
+                return 1
+            if args.report:
+                folder = Path(args.report)
+                folder.mkdir(parents=True, exist_ok=True)
+                for name in ("samples.csv", "results.csv", "report.pdf"):
+                    data = client.download(f"/api/calibration/runs/{run_id}/{name}")
+                    (folder / name).write_bytes(data)
+    finally:
+        bar.close()
+    result = job["result"]
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2) if args.json else "\n".join(result_table_lines(result)))
+    return 0
+
+
+def _follow(client: Any, bar: ProgressBar) -> dict[str, Any]:
+    """Poll the run until it ends; Ctrl-C cancels it."""
+    try:
+        while True:
+            job = client.get("/api/calibration")["job"]
+            bar(Progress(job["fraction"], job["eta_s"] or 0.0, job["message"]))
+            if job["state"] != "running":
+                return job
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        client.post("/api/calibration/cancel")
+        raise
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     from calibration.report import result_table
     from rig.service.config import load_config
 
     procedure: Procedure = args.procedure_spec
     params = procedure.parse(parameters(procedure, args))
-    config = load_config(args.config)
     if not args.fast:
-        raise InputError(
-            "calibrate: without --fast the rig service runs the procedure; use the kiosk's "
-            "Calibration screen or the API (POST /api/calibration/runs), or add --fast to run "
-            "on the simulated bench"
-        )
+        return run_on_service(args, procedure, params)
+    config = load_config(args.config)
     ul_per_step = load_calibration(args.use_calibration) if args.use_calibration else None
     from calibration.fast import simulated_bench
 
