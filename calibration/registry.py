@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from calibration import accuracy, bolus, flow_sensor, occlusion, rate, volume
 from calibration.bench import CalibrationBench, ProgressFn
+from calibration.live import live_plots
 from calibration.models import Params, Result
-from calibration.report import results_csv, samples_csv
+from calibration.report import result_table_lines, results_csv, samples_csv
 from hal.bench import Bench
 from rig.common.inputs import InputError
 
@@ -160,6 +161,16 @@ class ServiceHook:
         if name == "report.pdf":
             return pdf_report(run)
         raise InputError(f"name: {name!r}; allowed: samples.csv, results.csv, report.pdf")
+
+    @staticmethod
+    def summary(result: dict[str, Any]) -> list[str]:
+        """A result's headline numbers and table as text lines (the kiosk shows them)."""
+        return result_table_lines(result)
+
+    @staticmethod
+    def live(procedure: str, params: dict[str, Any], samples: list[dict[str, Any]]) -> list:
+        """Plots of a run so far, as series of points."""
+        return live_plots(procedure, params, samples)
 
 
 SERVICE_HOOK = ServiceHook()

@@ -13,6 +13,7 @@ from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from ui import format as fmt
+from ui.calibration_screens import CALIBRATION_SCREENS
 from ui.controller import Controller
 from ui.screens import SCREENS
 
@@ -29,6 +30,7 @@ KV_FILES = (
     "login.kv",
     "settings.kv",
     "faults.kv",
+    "calibration.kv",
 )
 _loaded = False
 
@@ -55,7 +57,7 @@ class KioskRoot(FloatLayout):
         super().__init__(ctl=ctl, **kwargs)
         manager: ScreenManager = self.ids.screens
         manager.transition = NoTransition()
-        for name, cls, label in SCREENS:
+        for name, cls, label in (*SCREENS, *CALIBRATION_SCREENS):
             screen = cls(name=name)
             screen.attach(ctl)
             manager.add_widget(screen)

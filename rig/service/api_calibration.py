@@ -75,8 +75,13 @@ def add_calibration_routes(
         job = jobs.job
         status = None
         if job is not None:
-            status = job.status() | {"samples_since": job.samples[since:]}
-            status["result"] = job.result
+            hook = jobs.hook()
+            status = job.status() | {
+                "samples_since": job.samples[since:],
+                "result": job.result,
+                "summary": hook.summary(job.result) if job.result else [],
+                "plots": hook.live(job.procedure, job.params, job.samples),
+            }
         return {"procedures": jobs.procedures(), "in_force": jobs.in_force(), "job": status}
 
     @app.get("/api/calibration/runs", responses=responses(401))

@@ -52,6 +52,7 @@ class CalibrationJob:
     run_id: int
     procedure: str
     role: str
+    params: dict[str, Any] = field(default_factory=dict)
     state: str = "running"
     fraction: float = 0.0
     eta_s: float | None = None
@@ -263,7 +264,12 @@ class CalibrationJobs:
             service._commit_ledger()
             run_id = service.store.start_calibration_run(procedure, checked, self.in_force(), role)
             job = CalibrationJob(
-                run_id, procedure, role, sleep=self.sleep, telemetry=service.telemetry
+                run_id,
+                procedure,
+                role,
+                params=checked,
+                sleep=self.sleep,
+                telemetry=service.telemetry,
             )
 
             def start() -> None:
