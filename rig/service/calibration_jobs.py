@@ -118,6 +118,14 @@ class CalibrationJobs:
         in_force = self.service.store.calibrations_in_force()
         volume = in_force["volume"]
         value = volume["value"] if volume else None
+        nominal = self.service.bench.config.ul_per_microstep
+        if value and not math.isclose(value.get("ul_per_step_nominal", nominal), nominal):
+            log.warning(
+                "volume calibration version %s was made for %.6f µL per step nominal, and this "
+                "rig.toml gives %.6f (another syringe or drive): not used; calibrate again",
+                volume["version"], value["ul_per_step_nominal"], nominal,
+            )  # fmt: skip
+            value = None
         self.service.bench.calibrated_ul_per_microstep = value["ul_per_step"] if value else None
         sensor = in_force["flow_sensor"]
         value = sensor["value"] if sensor else None
@@ -171,13 +179,23 @@ class CalibrationJobs:
         service.clock.max_bench_ul_per_min = service.limits.max_ul_per_min
         service.flow_monitor.restart(service._bench_clock())
 
-    @staticmethod
-    def _value_of(procedure: str, result: dict[str, Any]) -> dict[str, Any]:
+    def _value_of(self, procedure: str, result: dict[str, Any]) -> dict[str, Any]:
         if procedure == "volume":
             value = result.get("ul_per_step_measured")
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise InputError("calibration: the run's result has no positive µL per step")
-            return {"ul_per_step": float(value), "coefficient": result.get("coefficient")}
+            nominal = self.service.bench.config.ul_per_microstep
+            if not math.isclose(result.get("ul_per_step_nominal", nominal), nominal):
+                raise InputError(
+                    "run_id: the run was made with another syringe or drive "
+                    f"({result['ul_per_step_nominal']:.6f} µL per step nominal, this rig "
+                    f"{nominal:.6f}); calibrate again"
+                )
+            return {
+                "ul_per_step": float(value),
+                "coefficient": result.get("coefficient"),
+                "ul_per_step_nominal": nominal,
+            }
         return {
             "scale": float(result["scale"]),
             "offset_ul_per_min": float(result["offset_ul_per_min"]),

@@ -162,3 +162,13 @@ def test_an_applied_flow_sensor_calibration_corrects_what_the_flow_monitor_reads
         # Uncorrected, the sensor read 3 µL/min and more above the flow; now it reads the flow.
         assert telemetry.sensor_ul_per_min == pytest.approx(telemetry.commanded_ul_per_min, abs=1.0)
         assert rig.active_codes() == []
+
+
+def test_a_calibration_made_for_another_syringe_is_not_used(tmp_path, wide_bore):
+    with VirtualRig(tmp_path, config=wide_bore) as rig:
+        nominal = rig.service.ul_per_step
+        value = {"ul_per_step": 0.05, "coefficient": 1.4, "ul_per_step_nominal": 0.0357}
+        rig.store.add_calibration("volume", "apply", value, run_id=None, role="engineer")
+    with VirtualRig(tmp_path, config=wide_bore) as again:
+        assert again.service.ul_per_step == pytest.approx(nominal)
+        assert again.service.motion.ul_per_step == pytest.approx(nominal)
