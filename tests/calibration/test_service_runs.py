@@ -104,11 +104,22 @@ def test_the_run_needs_therapy_stopped_and_shows_calibrating(rig):
     with pytest.raises(StateConflict, match="stop delivery"):
         rig.service.calibrations.start("volume", QUICK_VOLUME, "engineer")
     rig.service.stop_delivery("clinician")
-    states = []
-    rig.service.calibrations.sleep = lambda s: (states.append(rig.service.state_name), rig.run(s))
+    states, progress = [], []
+
+    def sleep(seconds: float) -> None:
+        states.append(rig.service.state_name)
+        progress.append(rig.service.telemetry.calibration)
+        rig.run(seconds)
+
+    rig.service.calibrations.sleep = sleep
     rig.service.calibrations.start("volume", QUICK_VOLUME, "engineer")
     finish(rig)
     assert set(states) == {"calibrating"}
+    # The telemetry stream carries the run's progress while it goes on, and nothing after.
+    reported = [p for p in progress if p is not None]
+    assert reported and reported[-1]["procedure"] == "volume"
+    assert [p["fraction"] for p in reported] == sorted(p["fraction"] for p in reported)
+    assert rig.service.telemetry.calibration is None
     assert rig.service.state_name == "stopped"
     assert rig.active_codes() == []
 

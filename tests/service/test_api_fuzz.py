@@ -33,6 +33,7 @@ from tests.service.conftest import program_json
 
 SEED = 20260105
 MAX_EXAMPLES = 100  # per operation, random phase; the coverage phase adds its boundary cases
+CALIBRATION_MAX_EXAMPLES = 15
 FAULTS_PATH = "/api/faults"
 PROPOSE_PATH = "/api/program/propose"
 CONFIRM_PATH = "/api/program/confirm"
@@ -66,6 +67,14 @@ def served_schema(service):
                 "deterministic": True,
                 "database": "none",
             },
+            # The calibration operations change nothing for a clinician (engineer only) or only
+            # read the books: fewer random examples keep the suite's time.
+            "operations": [
+                {
+                    "include-path-regex": "^/api/calibration",
+                    "generation": {"max-examples": CALIBRATION_MAX_EXAMPLES},
+                }
+            ],
         }
     )
     return schemathesis.openapi.from_url(f"{service.url}/openapi.json", config=config)
