@@ -343,15 +343,28 @@ class CalibrationJobs:
         with service._lock:
             # What the run pumped is not delivery: the plan's count and the ledger skip it.
             steps_now = service.bench.stepper.steps_issued
-            service.motion.zero_ul -= (steps_now - job.steps_before) * service.ul_per_step
+            pumped_ul = (steps_now - job.steps_before) * service.ul_per_step
+            service.motion.zero_ul -= pumped_ul
             service._ledger_steps = steps_now
             service.flow_monitor.restart(service._bench_clock())
             try:
                 service.store.finish_calibration_run(
-                    job.run_id, state, samples=job.samples, result=result, message=message
+                    job.run_id,
+                    state,
+                    samples=job.samples,
+                    result=result,
+                    message=message,
+                    pumped_ml=pumped_ul / 1000.0,
                 )
             except Exception:
                 log.exception("calibration run %d could not be booked", job.run_id)
+            else:
+                # The syringe is the reservoir: what the run pumped is no longer in it.
+                service._reservoir = service.store.reservoir()
+                left_ml = max(0.0, service.engine.state.reservoir.volume_ml - pumped_ul / 1000.0)
+                service.engine.set_reservoir(left_ml)
+                service._forward_engine_events(service.engine.pop_events())
+                service._save_engine()
             job.result, job.message, job.state = result, message or job.message, state
             if state == "done":
                 job.fraction = 1.0

@@ -50,8 +50,16 @@ def test_a_volume_run_calibrates_and_applying_it_moves_every_user_of_ul_per_step
     assert run["params"]["volumes_ul"] == [20, 40, 80, 160]
     assert [s["steps"] for s in run["samples"]] == [p["steps"] for p in run["result"]["points"]]
     assert run["result"]["coefficient"] == pytest.approx(TRUE_RATIO, rel=0.003)
-    # Nothing of the calibration's pumping is delivery.
+    # Nothing of the calibration's pumping is delivery, but it has left the syringe.
     assert service.store.delivered_totals()[1] == pytest.approx(0.0)
+    pumped_ml = (run["result"]["points"][-1]["steps"] + round(20 / nominal)) * nominal / 1000
+    left_ml = 20.0 - pumped_ml
+    assert service.store.reservoir()["volume_ml"] == pytest.approx(left_ml, abs=1e-6)
+    assert service.engine.state.reservoir.volume_ml == pytest.approx(left_ml, abs=1e-6)
+    # By the true bore the syringe holds 3 % more than its marks say, before and after (and the
+    # first steps only took up the backlash, 6 µL).
+    syringe_ml = rig.bench.sim.bench.syringe_volume_ml
+    assert syringe_ml == pytest.approx(left_ml * TRUE_RATIO + 0.006, abs=0.001)
 
     applied = service.calibrations.apply(started["run_id"], "engineer")
     measured = run["result"]["ul_per_step_measured"]

@@ -40,7 +40,10 @@ class CalibrationBooks(Books):
         samples: list[dict[str, Any]],
         result: dict[str, Any] | None = None,
         message: str = "",
+        pumped_ml: float = 0.0,
     ) -> None:
+        """Close a run; what it pumped out of the syringe (the reservoir) leaves the reservoir's
+        volume in the same transaction (floored at 0 mL)."""
         values = {
             "state": state,
             "finished_at_utc": self._now(),
@@ -50,6 +53,17 @@ class CalibrationBooks(Books):
         }
         with self._write("finish the calibration run") as db:
             db["calibration_runs"].update(run_id, values)
+            if pumped_ml > 0:
+                db.execute(
+                    "UPDATE reservoir SET volume_ml = max(0.0, volume_ml - ?), updated_at_utc = ?"
+                    " WHERE id = 1",
+                    (pumped_ml, values["finished_at_utc"]),
+                )
+                self._log(
+                    db, EventKind.RESERVOIR,
+                    f"calibration run {run_id} pumped {pumped_ml:.4f} mL out of the reservoir",
+                    detail={"run_id": run_id, "pumped_ml": pumped_ml},
+                )  # fmt: skip
             self._log(
                 db, EventKind.CALIBRATION, f"calibration run {run_id} {state}"
                 + (f": {message}" if message else ""), detail={"run_id": run_id},
