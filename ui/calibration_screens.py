@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kivy.clock import Clock
 from kivy.graphics import Color, Line, Rectangle
 from kivy.properties import DictProperty, ListProperty, NumericProperty, StringProperty
 from kivy.uix.label import Label
@@ -18,7 +17,6 @@ from kivy.uix.widget import Widget
 
 from ui.screens import KioskScreen
 
-POLL_S = 1.0
 LEGEND_PX = 36
 ACCURACY_RATES_UL_PER_MIN = (50.0, 100.0, 150.0)
 EXPORTS = ("report.pdf", "samples.csv", "results.csv")
@@ -128,12 +126,11 @@ class CalibrationScreen(KioskScreen):
 
     def on_enter(self, *_args: Any) -> None:
         self.reload()
-        self._poll = Clock.schedule_interval(lambda _dt: self.reload(), POLL_S)
 
-    def on_leave(self, *_args: Any) -> None:
-        poll = getattr(self, "_poll", None)
-        if poll is not None:
-            poll.cancel()
+    def update(self, status: dict[str, Any]) -> None:
+        """Follow the run at the controller's status pace while this screen is shown."""
+        if self.manager is not None and self.manager.current == self.name:
+            self.reload()
 
     def reload(self) -> None:
         if self.ctl is not None:
