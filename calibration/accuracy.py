@@ -22,6 +22,7 @@ IEC_WINDOWS_MIN = (2.0, 5.0, 11.0, 19.0, 31.0)
 
 class AccuracyParams(Params):
     rate_ul_per_min: Annotated[float, Field(gt=0, le=5000, allow_inf_nan=False)]
+    """r: the set rate (µL/min)."""
     sample_min: PositiveFloat = 0.5
     """S: minutes between balance readings."""
     duration_min: PositiveFloat = 120.0

@@ -15,8 +15,11 @@ from rig.therapy.units import UL_PER_ML
 
 class BolusParams(Params):
     count: Annotated[int, Field(ge=2, le=50)] = 5
+    """Number of boluses."""
     volume_ul: Annotated[float, Field(gt=0, le=5000, allow_inf_nan=False)] = 50.0
+    """Programmed volume of each bolus (µL)."""
     rate_ul_per_min: Annotated[float, Field(gt=0, le=5000, allow_inf_nan=False)] = 500.0
+    """Bolus rate (µL/min)."""
     settle_s: NonNegativeFloat = 20.0
     """Wait after each bolus before weighing (the line relaxes)."""
     lockout_s: NonNegativeFloat = 10.0

@@ -22,10 +22,13 @@ class FlowSensorParams(Params):
     rates_ul_per_min: Annotated[list[Rate], Field(min_length=3, max_length=20)] = Field(
         default_factory=lambda: [100.0, 200.0, 400.0]
     )
+    """Rates of the fit (µL/min, at least three)."""
     zero_s: PositiveFloat = 30.0
     """Pump stopped: the sensor's zero offset is its mean over this time."""
     settle_min: NonNegativeFloat = 1.0
+    """Run at each rate this long before the window."""
     window_min: PositiveFloat = 2.0
+    """Window over which balance and sensor are averaged."""
 
 
 class SensorPoint(Row):

@@ -14,7 +14,7 @@ Temperature = Annotated[float, Field(ge=0, le=40, allow_inf_nan=False)]
 class Params(BaseModel):
     """Base of every procedure's parameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     temperature_c: Temperature | None = None
     """Water temperature entered by the engineer (None: the flow sensor's reading)."""

@@ -26,7 +26,9 @@ OCCLUSION_ALARMS = ("no_flow", "under_infusion")
 
 class OcclusionParams(Params):
     rate_ul_per_min: Annotated[float, Field(gt=0, le=5000, allow_inf_nan=False)] = 100.0
+    """Set rate while the catheter is pinched (µL/min)."""
     settle_min: PositiveFloat = 1.0
+    """Run this long before pinching."""
     max_wait_min: PositiveFloat = 10.0
     """Give up waiting for an alarm after this long (the result then says none came)."""
     release_min: PositiveFloat = 1.0

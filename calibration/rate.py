@@ -23,6 +23,7 @@ class RateParams(Params):
     rates_ul_per_min: Annotated[list[Rate], Field(min_length=1, max_length=20)] = Field(
         default_factory=lambda: [10.0, 30.0, 100.0, 300.0]
     )
+    """Set rates to check (µL/min)."""
     settle_min: NonNegativeFloat = 2.0
     """Run at each rate this long before the window (start-up, line take-up)."""
     window_min: PositiveFloat = 5.0

@@ -26,6 +26,7 @@ class VolumeParams(Params):
     )
     """Cumulative volumes (µL, by the µL per step in force) at which the beaker is weighed."""
     rate_ul_per_min: Annotated[float, Field(gt=0, le=5000, allow_inf_nan=False)] = 200.0
+    """Dispensing rate (µL/min)."""
     settle_s: NonNegativeFloat = 20.0
     """Wait after each move before weighing (the line relaxes with τ = C·R)."""
     prime_ul: NonNegativeFloat = 50.0
