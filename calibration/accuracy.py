@@ -32,6 +32,7 @@ class AccuracyParams(Params):
     windows_min: Annotated[list[PositiveFloat], Field(min_length=1, max_length=20)] = Field(
         default_factory=lambda: list(IEC_WINDOWS_MIN)
     )
+    """Observation windows P (min), each a whole number of samples."""
     blank_min: NonNegativeFloat = 0.0
     """Pump-stopped evaporation blank before the run (0: none; an oil film on the beaker)."""
 
