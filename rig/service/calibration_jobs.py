@@ -308,6 +308,13 @@ class CalibrationJobs:
         job.cancel.set()
         return job.status()
 
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """At service shutdown: cancel a run going on and let it finish its books."""
+        job = self.job
+        if job is not None and job.state == "running":
+            job.cancel.set()
+        self.wait_finished(timeout_s)
+
     def wait_finished(self, timeout_s: float) -> bool:
         thread = self._thread
         if thread is not None:

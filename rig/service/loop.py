@@ -349,6 +349,7 @@ class RigService:
     def shutdown(self) -> None:
         """Clean stop: stepper disabled, ledger committed, books marked closed."""
         self._stop_event.set()
+        self.calibrations.stop()  # a run going on is cancelled and booked first
         for thread in (self._loop, self._watchdog):
             if thread is not None:
                 thread.join(timeout=3.0)

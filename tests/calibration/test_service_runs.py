@@ -5,6 +5,8 @@ with versions and rollback, after which delivery and the flow monitor use the ca
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from rig.common.inputs import InputError
@@ -191,3 +193,22 @@ def test_a_calibration_made_for_another_syringe_is_not_used(rig):
     rig.service.calibrations._restore()  # as at the next start
     assert rig.bench.calibrated_ul_per_microstep is None
     assert rig.bench.ul_per_microstep == pytest.approx(nominal)
+
+
+def test_a_shutdown_cancels_the_run_and_books_it(tmp_path, wide_bore):
+    rig = VirtualRig(tmp_path, config=wide_bore)
+    rig.run(1.0)
+    jobs = rig.service.calibrations
+    running = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        running.set()
+        rig.run(seconds)
+
+    jobs.sleep = sleep
+    started = jobs.start("volume", QUICK_VOLUME, "engineer")
+    assert running.wait(10.0)
+    rig.close()  # the service's shutdown cancels the run at its next wait
+    assert jobs.job.state == "cancelled"
+    with VirtualRig(tmp_path, config=wide_bore) as again:
+        assert again.store.calibration_run(started["run_id"])["state"] == "cancelled"
