@@ -18,6 +18,8 @@ from calibration.bench import CalibrationBench
 from calibration.models import NonNegativeFloat, Params, PositiveFloat, Result, Row
 
 IEC_WINDOWS_MIN = (2.0, 5.0, 11.0, 19.0, 31.0)
+BLANK_SETTLE_S = 10.0
+"""After the pump stops, the line drains (τ = C·R, under a second) before the blank starts."""
 
 
 class AccuracyParams(Params):
@@ -33,8 +35,9 @@ class AccuracyParams(Params):
         default_factory=lambda: list(IEC_WINDOWS_MIN)
     )
     """Observation windows P (min), each a whole number of samples."""
-    blank_min: NonNegativeFloat = 0.0
-    """Pump-stopped evaporation blank before the run (0: none; an oil film on the beaker)."""
+    blank_min: NonNegativeFloat = 2.0
+    """Pump-stopped blank after the run, when the beaker holds water: its evaporation (and the
+    balance's drift) is added back to every reading (0: none, as under an oil film)."""
 
     @model_validator(mode="after")
     def _fits(self) -> AccuracyParams:
@@ -89,7 +92,8 @@ class AccuracyResult(Result):
 
 
 def planned_s(params: AccuracyParams) -> float:
-    return (params.blank_min + params.duration_min) * 60.0
+    blank_s = params.blank_min * 60.0 + BLANK_SETTLE_S if params.blank_min > 0 else 0.0
+    return params.duration_min * 60.0 + blank_s
 
 
 def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult:
@@ -98,12 +102,6 @@ def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult
     cb.begin(planned_s(params))
     temperature_c, density = cb.water(params.temperature_c)
     cb.tare()
-    evaporation_g_per_min = 0.0
-    if params.blank_min > 0:
-        cb.report("evaporation blank")
-        before_g = cb.stable_mass_g()
-        cb.wait(params.blank_min * 60.0)
-        evaporation_g_per_min = (cb.stable_mass_g() - before_g) / params.blank_min
     count = round(params.duration_min / params.sample_min)
     start_s = cb.now_s()
     samples = [MassSample(t_min=0.0, mass_g=cb.mass_g())]
@@ -118,6 +116,13 @@ def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult
             cb.report(f"sample {i} of {count}", sample.model_dump())
     finally:
         cb.stop()
+    evaporation_g_per_min = 0.0
+    if params.blank_min > 0:
+        cb.report("evaporation blank, pump stopped")
+        cb.wait(BLANK_SETTLE_S)
+        before_g = cb.stable_mass_g()
+        cb.wait(params.blank_min * 60.0)
+        evaporation_g_per_min = (cb.stable_mass_g() - before_g) / params.blank_min
     corrected_g = [s.mass_g - evaporation_g_per_min * s.t_min for s in samples]
     flows = flows_ul_per_min(corrected_g, params.sample_min, density)
     first = round(params.startup_min / params.sample_min)
