@@ -72,11 +72,14 @@ class Bench:
     sim: SimulatedInstruments | None = None
     balance_error: str | None = None
     """Why an enabled balance is missing (its port could not be opened), else None."""
+    calibrated_ul_per_microstep: float | None = None
+    """µL per microstep from the volume calibration in force (None: the nominal geometry)."""
     _closers: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
     def ul_per_microstep(self) -> float:
-        return self.config.ul_per_microstep
+        """The one source of µL per microstep: the calibration in force, else nominal geometry."""
+        return self.calibrated_ul_per_microstep or self.config.ul_per_microstep
 
     def close(self) -> None:
         """Stop the stepper, release the motor and close every device (last built, first closed)."""

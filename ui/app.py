@@ -32,6 +32,7 @@ KV_FILES = (
     "faults.kv",
     "pin.kv",
     "training.kv",
+    "calibration.kv",
 )
 _loaded = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ui.calibration_screens import CalibrationRunsScreen, CalibrationScreen
 from ui.pin_screen import PinScreen
 from ui.screens import (
     AlarmsScreen,
@@ -58,6 +59,8 @@ SCREENS: tuple[NavEntry, ...] = (
     NavEntry("training", TrainerScreen, "Training", frozenset({CLINICIAN})),
     NavEntry("monitor", PatientMonitorScreen, "", frozenset()),
     NavEntry("settings", SettingsScreen, "Settings", PROGRAMMERS),
+    NavEntry("calibration", CalibrationScreen, "Calib.", frozenset({ENGINEER})),
+    NavEntry("calibration_runs", CalibrationRunsScreen, "", frozenset()),
     NavEntry("pin", PinScreen, "PIN", LOGGED_IN),
     NavEntry("login", LoginScreen, "Login", EVERYONE),
 )

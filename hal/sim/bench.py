@@ -85,13 +85,21 @@ class SimulatedBench:
         pins = config.pins
         syringe = config.syringe
         drive = config.drive
-        self._ul_per_full_step = syringe.ul_per_mm * drive.lead_screw_pitch_mm / drive.steps_per_rev
-        self._stroke_full_steps = (
-            syringe.stroke_mm * drive.steps_per_rev / drive.lead_screw_pitch_mm
-        )
+        full_steps_per_mm = drive.steps_per_rev / drive.lead_screw_pitch_mm
+        # Positions follow the barrel's graduations (nominal bore); fluid moves by the true bore.
+        self._nominal_ul_per_full_step = syringe.ul_per_mm / full_steps_per_mm
+        true_radius_mm = config.sim_inner_diameter_mm / 2
+        self._ul_per_full_step = math.pi * true_radius_mm * true_radius_mm / full_steps_per_mm
+        self._stroke_full_steps = syringe.stroke_mm * full_steps_per_mm
+        self._mm_per_full_step = 1.0 / full_steps_per_mm
+        self._backlash_full_steps = config.sim.backlash_mm * full_steps_per_mm
+        self._slack_full_steps = 0.0  # backlash still to take up in the current direction
+        self._last_direction = -1.0  # as left by the last fill: withdrawing
+        self._last_infuse_s = -math.inf
+        self._stick_accumulator = 0.0
         # Plunger position in full steps from the fully withdrawn (full) end.
         empty_ml = syringe.nominal_volume_ml - config.sim.initial_fill_ml
-        self._plunger_full_steps = empty_ml * 1000.0 / self._ul_per_full_step
+        self._plunger_full_steps = empty_ml * 1000.0 / self._nominal_ul_per_full_step
         self._line_ul = 0.0
         self._outlet_ul = 0.0
         self._leaked_ul = 0.0
@@ -221,7 +229,33 @@ class SimulatedBench:
             if self._pin_levels[self._enable_pin] > 0.5:  # ENABLE is active low
                 return
             direction = 1.0 if self._pin_levels[self._dir_pin] > 0.5 else -1.0
-            self._move_plunger(direction / self._microstepping())
+            full_steps = direction / self._microstepping()
+            if self._lost_in_drive_train(full_steps, now_s):
+                return
+            self._move_plunger(full_steps)
+
+    def _lost_in_drive_train(self, full_steps: float, now_s: float) -> bool:
+        """True if backlash or stick-slip swallows this step before it reaches the plunger."""
+        sim = self._config.sim
+        direction = math.copysign(1.0, full_steps)
+        if direction != self._last_direction:
+            self._last_direction = direction
+            self._slack_full_steps = self._backlash_full_steps
+        if self._slack_full_steps > 0:
+            self._slack_full_steps = max(0.0, self._slack_full_steps - abs(full_steps))
+            return True
+        if direction < 0 or sim.stick_slip_loss_fraction <= 0:
+            return False
+        interval_s, self._last_infuse_s = now_s - self._last_infuse_s, now_s
+        speed_mm_per_min = abs(full_steps) * self._mm_per_full_step / interval_s * 60.0
+        if speed_mm_per_min >= sim.stick_slip_speed_mm_per_min:
+            return False
+        slowness = 1.0 - speed_mm_per_min / sim.stick_slip_speed_mm_per_min
+        self._stick_accumulator += sim.stick_slip_loss_fraction * slowness
+        if self._stick_accumulator >= 1.0:
+            self._stick_accumulator -= 1.0
+            return True
+        return False
 
     def _move_plunger(self, full_steps: float) -> None:
         """Move the plunger by *full_steps* (signed; + pushes fluid out) if physics lets it."""
@@ -438,8 +472,10 @@ class SimulatedBench:
             raise ValueError(f"volume_ml must be 0..{nominal_ml} mL, not {volume_ml!r}")
         with self._lock:
             self._now()
-            self._plunger_full_steps = (nominal_ml - volume_ml) * 1000.0 / self._ul_per_full_step
+            empty_ul = (nominal_ml - volume_ml) * 1000.0
+            self._plunger_full_steps = empty_ul / self._nominal_ul_per_full_step
             self._seal_loss_ul = 0.0
+            self._last_direction = -1.0  # the plunger was pulled back
             self._syringe_air_ul = volume_ml * 1000.0 * self.faults.short_fill_fraction
             self.update_switches()
 

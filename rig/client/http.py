@@ -82,6 +82,14 @@ class RigClient:
         return headers
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
+        response = self._send(method, path, json, params)
+        return response.json() if response.content else None
+
+    def download(self, path: str) -> bytes:
+        """The body of a GET as bytes (a CSV file, a PDF report)."""
+        return self._send("GET", path, None, None).content
+
+    def _send(self, method: str, path: str, json: Any, params: Any) -> httpx.Response:
         try:
             response = self._http.request(
                 method, path, json=json, params=params, headers=self._headers()
@@ -97,7 +105,7 @@ class RigClient:
             except ValueError:
                 detail = response.text
             raise ServiceRejected(response.status_code, detail)
-        return response.json() if response.content else None
+        return response
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})

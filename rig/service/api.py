@@ -57,6 +57,7 @@ from rig.service.api_bodies import (
     Silenced,
     StatusBody,
 )
+from rig.service.api_calibration import add_calibration_routes
 from rig.service.api_training import add_training_routes
 from rig.service.auth import (
     DEFAULT_PINS,
@@ -693,6 +694,8 @@ def create_app(
         """Restart the delivery loop's timing figures (``loop`` in the status)."""
         audited(role, "diagnostics.loop.reset", {}, service.reset_loop_stats)
         return service.loop_status()
+
+    add_calibration_routes(app, service, require=require, audited=audited)
 
     @app.websocket("/api/telemetry")
     async def telemetry(websocket: WebSocket) -> None:

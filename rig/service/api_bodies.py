@@ -21,6 +21,11 @@ __all__ = [
     "BenchBody",
     "BolusDecision",
     "BolusRow",
+    "CalibrationJob",
+    "CalibrationOverview",
+    "CalibrationRunRow",
+    "CalibrationStarted",
+    "CalibrationVersion",
     "DayVolume",
     "Debrief",
     "EventRow",
@@ -261,3 +266,49 @@ class Debrief(Open):
     actions: list[Any]
     timeline: list[Any]
     debrief: list[Any]
+
+
+class CalibrationJob(Open):
+    run_id: int
+    procedure: str
+    state: str = Field(description="running, finished, failed or cancelled")
+    fraction: float | None = None
+    eta_s: float | None = None
+    message: str | None = None
+
+
+class CalibrationInForce(Open):
+    ul_per_step: float = Field(description="what delivery, the flow monitor and forecasts use")
+    ul_per_step_nominal: float
+    volume_version: int | None
+    flow_sensor_scale: float
+    flow_sensor_offset_ul_per_min: float
+    flow_sensor_version: int | None
+
+
+class CalibrationOverview(Open):
+    procedures: list[dict[str, Any]] = Field(description="each procedure and its parameters")
+    in_force: CalibrationInForce
+    job: CalibrationJob | None = Field(description="the run going on, or the last")
+
+
+class CalibrationRunRow(Open):
+    id: int
+    procedure: str
+    state: str
+    role: str | None
+    started_at_utc: str
+    finished_at_utc: str | None
+    message: str | None
+
+
+class CalibrationStarted(Open):
+    run_id: int
+    procedure: str
+    state: Literal["running"]
+
+
+class CalibrationVersion(Open):
+    kind: Literal["volume", "flow_sensor"]
+    version: int
+    value: dict[str, Any] | None = Field(description="null: back to the nominal values")

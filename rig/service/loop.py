@@ -193,6 +193,8 @@ class Telemetry:
     time_compression_effective: float = 0.0
     steps: int = 0
     state: str = "stopped"
+    calibration: dict[str, Any] | None = None
+    """The calibration run going on (progress, latest sample), else None."""
 
 
 class RigService:
@@ -217,13 +219,18 @@ class RigService:
         self._notify = notify or (lambda _message: None)
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
+        from rig.service.calibration_jobs import CalibrationJobs  # it builds on this module
+
+        self.calibrations = CalibrationJobs(self)  # puts the calibrations in force first
         self.ul_per_step = bench.ul_per_microstep
         recovered_unclean = not store.was_clean_shutdown()
         saved = store.get_state(ENGINE_STATE_KEY)
         patient_epoch = PATIENT_EPOCH
         if saved is not None:
             patient_epoch = datetime.fromisoformat(saved["updated_at"])
-        self.limits = BenchLimits.from_config(bench.config, max_bench_flow_ul_per_min)
+        self.limits = BenchLimits.from_config(
+            bench.config, max_bench_flow_ul_per_min, self.ul_per_step
+        )
         self.clock = PacedClock(
             time_compression,
             patient_epoch,
@@ -351,6 +358,7 @@ class RigService:
     def shutdown(self) -> None:
         """Clean stop: stepper disabled, ledger committed, books marked closed."""
         self._stop_event.set()
+        self.calibrations.stop()  # a run going on is cancelled and booked first
         for thread in (self._loop, self._watchdog):
             if thread is not None:
                 thread.join(timeout=3.0)
@@ -432,15 +440,16 @@ class RigService:
             self.engine.advance()
             self._forward_engine_events(self.engine.pop_events())
             refilling = self._refill_job is not None and self._refill_job.phase in REFILL_MOVING
+            calibrating = self.calibrations.active  # the procedure drives the motor meanwhile
             if refilling:
                 self._watch_refill()  # the plan does not move the motor meanwhile
-            else:
+            elif not calibrating:
                 self._follow_plan(now_s)
                 self._check_motor(now_s)
             if now_s >= self._sensor_due_s:
                 self._sensor_due_s = now_s + SENSOR_PERIOD_S
                 self._check_switches()
-                if not refilling:  # the syringe empties to waste, not through the sensor
+                if not (refilling or calibrating):  # to waste, or the procedure's own flow
                     self._read_flow(now_s)
             if now_s >= self._ledger_due_s:
                 self._ledger_due_s = now_s + LEDGER_PERIOD_S
@@ -500,10 +509,9 @@ class RigService:
             status = self.flow_monitor.observe_error(now_s, str(error))
             self.telemetry.sensor_ul_per_min = None
         else:
-            status = self.flow_monitor.observe(
-                now_s, steps, reading.flow_ul_per_min, reading.air_in_line
-            )
-            self.telemetry.sensor_ul_per_min = reading.flow_ul_per_min
+            flow_ul_per_min = self.calibrations.corrected_flow_ul_per_min(reading.flow_ul_per_min)
+            status = self.flow_monitor.observe(now_s, steps, flow_ul_per_min, reading.air_in_line)
+            self.telemetry.sensor_ul_per_min = flow_ul_per_min
         for code in FLOW_CONDITIONS:
             if code.value not in status.judged:  # unknown now: keep what was last judged
                 continue
@@ -582,8 +590,9 @@ class RigService:
         """Book what the motor delivered since the last commit, and close the patient boluses
         that have ended, in one transaction; memory follows once it is written."""
         steps_now = self.bench.stepper.steps_issued
-        if self._refill_job is not None and self._refill_job.phase in REFILL_MOVING:
-            self._ledger_steps = steps_now  # a refill move sends nothing to the patient
+        refilling = self._refill_job is not None and self._refill_job.phase in REFILL_MOVING
+        if refilling or self.calibrations.active:
+            self._ledger_steps = steps_now  # a refill or calibration sends nothing to the patient
         steps = max(0, steps_now - self._ledger_steps)
         patient_end_s = max(self._patient_s(), self._ledger_patient_s)
         volume_ul = steps * self.ul_per_step
@@ -922,6 +931,8 @@ class RigService:
     def state_name(self) -> str:
         if AlarmCode.POWER_LOSS_RECOVERY in self.alarms.active_codes:
             return "recovery"
+        if self.calibrations.active:
+            return "calibrating"
         state = self.engine.state
         if state.halted or state.program is None or state.program.mode == "stopped":
             return "stopped"

@@ -40,10 +40,15 @@ class BenchLimits:
 
     @classmethod
     def from_config(
-        cls, config: HardwareConfig, configured_ul_per_min: float | None = None
+        cls,
+        config: HardwareConfig,
+        configured_ul_per_min: float | None = None,
+        ul_per_step: float | None = None,
     ) -> BenchLimits:
+        """Limits of *config*'s bench at *ul_per_step* (default: the nominal geometry's)."""
+        step_ul = ul_per_step or config.ul_per_microstep
         return cls(
-            drive_ul_per_min=ul_per_min(config.drive.max_rate_steps_per_s, config.ul_per_microstep),
+            drive_ul_per_min=ul_per_min(config.drive.max_rate_steps_per_s, step_ul),
             sensor_ul_per_min=SLF3S_0600F_FULL_SCALE_UL_PER_MIN * SENSOR_USABLE_FRACTION,
             configured_ul_per_min=configured_ul_per_min,
         )

@@ -66,6 +66,7 @@ class VirtualRig:
             report = run_selftest(self.bench, data_dir, settings, sleep=self.clock.advance)
             self.service.apply_self_test(report)
         self.service.start(threads=False)
+        self.service.calibrations.sleep = self.run  # a calibration run moves the virtual clock
         self._closed = False
 
     def __enter__(self) -> VirtualRig:

@@ -33,6 +33,7 @@ from tests.service.conftest import program_json
 
 SEED = 20260105
 MAX_EXAMPLES = 100  # per operation, random phase; the coverage phase adds its boundary cases
+CALIBRATION_MAX_EXAMPLES = 15
 FAULTS_PATH = "/api/faults"
 PROPOSE_PATH = "/api/program/propose"
 CONFIRM_PATH = "/api/program/confirm"
@@ -66,10 +67,15 @@ def served_schema(service):
                 "deterministic": True,
                 "database": "none",
             },
-            # The training operations answer 409 while no scenario runs: fewer random examples
-            # (their boundary cases all still run).
+            # The training operations answer 409 while no scenario runs, the calibration ones
+            # change nothing for a clinician (engineer only) or only read the books: fewer random
+            # examples (their boundary cases all still run) keep the suite's time.
             "operations": [
-                {"include-path-regex": "^/api/training", "generation": {"max-examples": 10}}
+                {"include-path-regex": "^/api/training", "generation": {"max-examples": 10}},
+                {
+                    "include-path-regex": "^/api/calibration",
+                    "generation": {"max-examples": CALIBRATION_MAX_EXAMPLES},
+                },
             ],
         }
     )

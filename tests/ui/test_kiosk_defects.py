@@ -217,7 +217,8 @@ NAV_BY_ROLE = {
     "": ["Home", "Alarms", "History", "Login"],
     "trainee": ["Home", "Bolus", "Alarms", "History", "PIN", "Login"],
     "clinician": [*CLINICIAN_NAV, "Settings", "PIN", "Login"],
-    "engineer": [n for n in CLINICIAN_NAV if n not in TRAINER_ONLY] + ["Settings", "PIN", "Login"],
+    "engineer": [n for n in CLINICIAN_NAV if n not in TRAINER_ONLY]
+    + ["Settings", "Calib.", "PIN", "Login"],
 }
 
 

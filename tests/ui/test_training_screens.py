@@ -64,6 +64,7 @@ def test_trainer_panel_patient_monitor_and_debrief(live, drive):
     assert "disconnection" not in monitor.messages  # the trainer's faults stay hidden
     drive.screenshot("training-patient-monitor")
     drive.tap(nav["Training"])
+    drive.wait_for(lambda: not panel.busy, 10, "the panel to load")  # Stop waits for it too
     drive.tap(panel.ids.stop)
     drive.wait_for(lambda: panel.debrief.startswith("Score"), 10, "the debrief")
     assert "no mastery" in panel.debrief and "open: Assess the patient" in panel.debrief

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from rig.service.books.alarms import AlarmBooks
 from rig.service.books.boluses import BolusBooks
+from rig.service.books.calibrations import CalibrationBooks
 from rig.service.books.events import ProgramEventBooks
 from rig.service.books.ledger import LedgerBooks
 from rig.service.books.pins import PinBooks
@@ -55,5 +56,13 @@ __all__ = [
 ]
 
 
-class RigStore(ProgramEventBooks, AlarmBooks, LedgerBooks, BolusBooks, RecoveryBooks, PinBooks):
+class RigStore(
+    ProgramEventBooks,
+    AlarmBooks,
+    LedgerBooks,
+    BolusBooks,
+    RecoveryBooks,
+    PinBooks,
+    CalibrationBooks,
+):
     """The rig's books in one SQLite file. Open with :meth:`RigStore.open`."""

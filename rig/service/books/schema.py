@@ -98,6 +98,7 @@ class EventKind(StrEnum):
     RECOVERY = "recovery"
     PIN = "pin"
     STORAGE = "storage"
+    CALIBRATION = "calibration"
 
 
 # SQLite's primary error name → (StorageError.kind, what it means for the operator).
@@ -227,6 +228,39 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 f"""CREATE TRIGGER {table}_append_only_{verb.lower()} BEFORE {verb} ON {table}
                 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"""
                 for table in _APPEND_ONLY_TABLES
+                for verb in ("UPDATE", "DELETE")
+            ),
+        ),
+    ),
+    (
+        2,
+        "calibration runs and calibrations",
+        (
+            """CREATE TABLE calibration_runs (
+                id INTEGER PRIMARY KEY,
+                procedure TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+                role TEXT,
+                started_at_utc TEXT NOT NULL,
+                finished_at_utc TEXT,
+                params_json TEXT NOT NULL CHECK (json_valid(params_json)),
+                in_force_json TEXT NOT NULL CHECK (json_valid(in_force_json)),
+                samples_json TEXT CHECK (samples_json IS NULL OR json_valid(samples_json)),
+                result_json TEXT CHECK (result_json IS NULL OR json_valid(result_json)),
+                message TEXT NOT NULL DEFAULT ''
+            ) STRICT""",
+            """CREATE TABLE calibrations (
+                version INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL CHECK (kind IN ('volume', 'flow_sensor')),
+                action TEXT NOT NULL CHECK (action IN ('apply', 'rollback')),
+                run_id INTEGER REFERENCES calibration_runs (id),
+                value_json TEXT CHECK (value_json IS NULL OR json_valid(value_json)),
+                role TEXT,
+                at_utc TEXT NOT NULL
+            ) STRICT""",
+            *(
+                f"""CREATE TRIGGER calibrations_append_only_{verb.lower()} BEFORE {verb}
+                ON calibrations BEGIN SELECT RAISE(ABORT, 'calibrations is append-only'); END"""
                 for verb in ("UPDATE", "DELETE")
             ),
         ),
