@@ -15,6 +15,7 @@ from tests.service.conftest import service_factory  # noqa: F401 (fixture)
 QUICK = ["--volumes-ul", "15,30,60", "--settle-s", "1.5", "--blank-s", "0", "--prime-ul", "20"]
 
 
+@pytest.mark.slow(seconds=18)
 def test_calibrate_volume_on_the_running_service(service_factory, wide_bore_file, tmp_path):  # noqa: F811
     service = service_factory(extra_args=["--config", str(wide_bore_file)])
     service.start()

@@ -274,6 +274,7 @@ def test_every_file_lands_where_it_should_and_a_second_run_changes_nothing(pi):
     assert "reboot" not in second.stdout
 
 
+@pytest.mark.slow(seconds=15)
 @pytest.mark.timeout(300)
 def test_a_balance_on_the_pis_uart_enables_the_serial_port_and_keeps_the_lab_s_rig_toml(pi):
     (pi.root / "etc/itbrig").mkdir()

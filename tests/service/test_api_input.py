@@ -599,6 +599,7 @@ def test_refill_fill_needs_the_withdrawn_volume_first(running):
     assert_rejected_unchanged(running, ("POST", "/api/refill/fill", FILL), 409, "state")
 
 
+@pytest.mark.slow(seconds=12)
 @pytest.mark.timeout(90)
 def test_no_bolus_or_restart_while_a_stopping_alarm_is_active(running):
     client = running.client

@@ -51,6 +51,7 @@ def press_the_button(url: str, pin: str, role: str, seed: int, until: float, ans
             time.sleep(rng.uniform(0.0, 0.3))
 
 
+@pytest.mark.slow(seconds=20)
 @pytest.mark.timeout(180)
 def test_every_request_of_twenty_clients_is_on_the_books(service):
     client = service.client

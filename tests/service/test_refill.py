@@ -83,6 +83,7 @@ def test_the_valve_refill_empties_to_waste_and_fills_from_the_supply(valve_rig):
     assert abs(engine.state.delivered_ul - motor_ul) < service.ul_per_step
 
 
+@pytest.mark.slow(seconds=12)
 def test_a_short_fill_leaves_air_that_reaches_the_line(valve_rig):
     rig, service = valve_rig, valve_rig.service
     rig.confirm(program_json("continuous"))

@@ -62,6 +62,7 @@ def test_free_flow_while_stopped_raises_flow_while_stopped(rig):
     assert rig.active_codes() == ["flow_while_stopped"]
 
 
+@pytest.mark.slow(seconds=20)
 @pytest.mark.timeout(120)
 def test_high_priority_alarm_stops_delivery_and_blocks_the_patient_bolus(service):
     client = service.client

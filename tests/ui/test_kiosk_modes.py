@@ -90,6 +90,7 @@ def review_and_confirm(root: KioskRoot, drive, screen, shot: str) -> dict[str, t
     return rows
 
 
+@pytest.mark.slow(seconds=18)
 def test_a_clinician_programs_every_mode_and_a_patient_bolus_by_touch(live, service, drive):
     # Continuous with a patient bolus.
     screen = open_program(live, drive)

@@ -27,6 +27,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.slow(seconds=15)
 def test_every_screen_at_every_size_in_its_own_process(tmp_path):
     with ServiceProcess(data_dir=tmp_path / "rig", time_scale=1440) as service:
         from rig.client.http import RigClient
