@@ -38,11 +38,16 @@ def _summary_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(report: dict[str, Any], path: str | None) -> None:
-    if path:
+def _write_files(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """The debrief as CSV (``--csv FILE``) and as PDF (``--pdf FILE``), when asked for."""
+    if args.csv:
         from rig.service.training import debrief_csv
 
-        Path(path).write_text(debrief_csv(report), encoding="utf-8")
+        Path(args.csv).write_text(debrief_csv(report), encoding="utf-8")
+    if args.pdf:
+        from rig.service.debrief_pdf import debrief_pdf
+
+        Path(args.pdf).write_bytes(debrief_pdf(report))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -67,11 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.name)
         script = scenario.model_answer if args.demo else None
         report = run_fast(scenario, script=script, mode=args.mode, trainee=args.trainee)
-        _write_csv(report, args.csv)
+        _write_files(report, args)
         _print(args, report, _summary_text)
         return EXIT_OK
-    if args.demo or args.csv:
-        raise InputError("--demo and --csv: only with --fast (on the service, the trainee acts)")
+    if args.demo or args.csv or args.pdf:
+        raise InputError(
+            "--demo, --csv and --pdf: only with --fast (on the service, the trainee acts; "
+            "itbrig scenario report --csv/--pdf writes the debrief once the run has ended)"
+        )
     body = {"name": args.name, "mode": args.mode, "trainee": args.trainee}
     with _client(args, login=True) as client:
         status = client.post("/api/training/scenario", body)
@@ -110,7 +118,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args, login=False) as client:
         report = client.get("/api/training/report", index=args.index)
-    _write_csv(report, args.csv)
+    _write_files(report, args)
     _print(args, report, _summary_text)
     return EXIT_OK
 
@@ -155,11 +163,13 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--mode", choices=("guided", "assessment"), default="assessment")
     run.add_argument("--trainee", default=None, help="the trainee's name (kept in the debrief)")
     run.add_argument("--csv", metavar="FILE", help="with --fast: write the debrief CSV")
+    run.add_argument("--pdf", metavar="FILE", help="with --fast: write the debrief PDF")
     add("status", cmd_status, "the running scenario and the patient")
     add("stop", cmd_stop, "end the running scenario now: score and debrief")
     report = add("report", cmd_report, "a debrief kept in the books (default the latest)")
     report.add_argument("--index", type=int, default=0, help="0 the latest, 1 the one before...")
     report.add_argument("--csv", metavar="FILE", help="also write the debrief as CSV")
+    report.add_argument("--pdf", metavar="FILE", help="also write the debrief as PDF")
     act = add("act", cmd_act, "record a clinical action (assess_patient, lumbar_bolus...)")
     act.add_argument("action")
     act.add_argument("--param", action="append", default=[], help="KEY=VALUE (repeatable)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 
 import pytest
 
@@ -256,3 +257,23 @@ def test_triggers_refill_filled_effect_and_action_and_a_pocket_fill_during_the_r
     assert second["params"]["difference_ml"] == pytest.approx(-10.0, abs=0.02)
     assert "pocket_fill" in second["params"]["causes"]
     assert report["mastery"] is True
+
+
+def test_debrief_pdf_from_the_command_line_has_the_checklist_and_the_curves(tmp_path, capsys):
+    import re
+
+    from rig.cli import main
+    from rig.service.debrief_pdf import checklist_lines
+
+    pdf, csv_path = tmp_path / "debrief.pdf", tmp_path / "debrief.csv"
+    argv = ["scenario", "run", "kinked_catheter", "--fast", "--json"]
+    assert main([*argv, "--pdf", str(pdf), "--csv", str(csv_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(re.findall(rb"/Type /Page\b(?!s)", data)) == 2
+    assert csv_path.read_text(encoding="utf-8").startswith("scenario,kinked_catheter")
+    lines = checklist_lines(report)  # no trainee: what was due is missed, never done
+    assert len(lines) == len(report["items"]) and any("MISSED" in line for line in lines)
+    assert not any("done at" in line for line in lines)
+    assert main([*argv[:3], "--pdf", str(pdf)]) == 2  # on the service the trainee acts
+    assert "--pdf" in capsys.readouterr().err
