@@ -20,7 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from pathlib import Path
 
+# The kiosk is driven with the tests' touch helpers (tests/kiosk_touch.py): the project root on
+# the path, as when the suite runs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ["KIVY_NO_ARGS"] = "1"
 os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
 os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kivy-home-"))
@@ -42,7 +47,11 @@ def main() -> None:
     parser.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.kiosk_of:
-        kiosk(args, args.kiosk_of, args.started_at)
+        try:
+            kiosk(args, args.kiosk_of, args.started_at)
+        except BaseException:  # Kivy takes stderr over: say what went wrong on stdout
+            traceback.print_exc(file=sys.stdout)
+            raise
         return
 
     from rig.client.http import RigClient
