@@ -334,6 +334,8 @@ class TrendPlot(Widget):
     ``unit``, against time in ``time_unit`` (the training screen's effect curve)."""
     time_unit = StringProperty("s")
     y_max = NumericProperty(1.0)
+    y_floor = NumericProperty(1.0)
+    """The lowest top of the y axis: a stopped pump's sensor noise stays a flat line at 0."""
     samples_drawn = NumericProperty(0)
     unit = StringProperty("µL/h")
     compression_text = StringProperty("")
@@ -397,7 +399,7 @@ class TrendPlot(Widget):
         values = [
             self._shown_value(v, s[4]) for s in shown for v in (s[1], s[2], s[3]) if v is not None
         ]
-        self.y_max = nice_ceiling(max(values, default=0.0) * 1.1)
+        self.y_max = nice_ceiling(max(max(values, default=0.0) * 1.1, self.y_floor))
         scale_x, scale_y = w / self.window_s, (h - 4) / self.y_max
         self.segments = {}
         for index, _rgba, width in self.SERIES:
@@ -410,7 +412,8 @@ class TrendPlot(Widget):
                         runs.append(run)
                     run = []
                     continue
-                shown_value = self._shown_value(value, sample[4])
+                # inside the box: a noisy reading below zero sits on the axis
+                shown_value = min(max(self._shown_value(value, sample[4]), 0.0), self.y_max)
                 run += [x + (sample[0] - t_start) * scale_x, y + 2 + shown_value * scale_y]
             if run:
                 runs.append(run)
