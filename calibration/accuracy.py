@@ -135,11 +135,7 @@ def run_accuracy(cb: CalibrationBench, params: AccuracyParams) -> AccuracyResult
     )
     return AccuracyResult(
         procedure="accuracy",
-        ul_per_step_nominal=cb.bench.config.ul_per_microstep,
-        ul_per_step_in_force=cb.ul_per_step,
-        temperature_c=temperature_c,
-        density_g_per_ml=density,
-        bench_s=cb.elapsed_s(),
+        **cb.result_fields(temperature_c, density),
         rate_ul_per_min=params.rate_ul_per_min,
         sample_min=params.sample_min,
         duration_min=params.duration_min,

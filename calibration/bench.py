@@ -69,6 +69,17 @@ class CalibrationBench:
     def elapsed_s(self) -> float:
         return self.now_s() - self._started_s
 
+    def result_fields(self, temperature_c: float, density_g_per_ml: float) -> dict[str, Any]:
+        """What every procedure's result states about its run: the µL per step nominal and in
+        force, the water's temperature and density, and the bench time it took."""
+        return {
+            "ul_per_step_nominal": self.bench.config.ul_per_microstep,
+            "ul_per_step_in_force": self.ul_per_step,
+            "temperature_c": temperature_c,
+            "density_g_per_ml": density_g_per_ml,
+            "bench_s": self.elapsed_s(),
+        }
+
     def report(self, message: str, sample: dict[str, Any] | None = None) -> None:
         elapsed_s = self.elapsed_s()
         fraction = min(1.0, elapsed_s / self._planned_s)

@@ -73,11 +73,7 @@ def run_bolus(cb: CalibrationBench, params: BolusParams) -> BolusResult:
     mean = statistics.fmean(delivered)
     return BolusResult(
         procedure="bolus",
-        ul_per_step_nominal=cb.bench.config.ul_per_microstep,
-        ul_per_step_in_force=cb.ul_per_step,
-        temperature_c=temperature_c,
-        density_g_per_ml=density,
-        bench_s=cb.elapsed_s(),
+        **cb.result_fields(temperature_c, density),
         volume_ul=params.volume_ul,
         mean_ul=mean,
         sd_ul=statistics.stdev(delivered),

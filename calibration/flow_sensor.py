@@ -87,11 +87,7 @@ def run_flow_sensor(cb: CalibrationBench, params: FlowSensorParams) -> FlowSenso
         point.residual_ul_per_min = residual
     return FlowSensorResult(
         procedure="flow-sensor",
-        ul_per_step_nominal=cb.bench.config.ul_per_microstep,
-        ul_per_step_in_force=cb.ul_per_step,
-        temperature_c=temperature_c,
-        density_g_per_ml=density,
-        bench_s=cb.elapsed_s(),
+        **cb.result_fields(temperature_c, density),
         zero_offset_ul_per_min=zero,
         scale=fit.slope,
         scale_u95=fit.slope_u95,

@@ -109,11 +109,7 @@ def run_occlusion(cb: CalibrationBench, params: OcclusionParams) -> OcclusionRes
     bolus_g = cb.stable_mass_g()
     return OcclusionResult(
         procedure="occlusion",
-        ul_per_step_nominal=cb.bench.config.ul_per_microstep,
-        ul_per_step_in_force=cb.ul_per_step,
-        temperature_c=temperature_c,
-        density_g_per_ml=density,
-        bench_s=cb.elapsed_s(),
+        **cb.result_fields(temperature_c, density),
         rate_ul_per_min=params.rate_ul_per_min,
         alarm=alarm,
         time_to_alarm_s=alarm_s if alarm else None,

@@ -81,11 +81,7 @@ def run_rate(cb: CalibrationBench, params: RateParams) -> RateResult:
         cb.stop()
     return RateResult(
         procedure="rate",
-        ul_per_step_nominal=cb.bench.config.ul_per_microstep,
-        ul_per_step_in_force=cb.ul_per_step,
-        temperature_c=temperature_c,
-        density_g_per_ml=density,
-        bench_s=cb.elapsed_s(),
+        **cb.result_fields(temperature_c, density),
         points=points,
         correction_needed=any(abs(p.error_pct) > params.tolerance_pct for p in points),
         tolerance_pct=params.tolerance_pct,
