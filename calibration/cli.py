@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import typing
@@ -22,7 +21,7 @@ from calibration.bench import CalibrationError, Progress
 from calibration.models import Params
 from calibration.registry import PROCEDURES, Procedure
 from calibration.report import Limits, load_limits, results_csv, samples_csv
-from rig.client.commands import run_client_command
+from rig.client.commands import role_pin, run_client_command
 from rig.common.inputs import InputError
 
 BAR_WIDTH = 30
@@ -52,7 +51,10 @@ def add_calibrate_command(subparsers: argparse._SubParsersAction) -> None:
         )
         sub.add_argument("--limits", metavar="FILE", help="pass/fail limits of the report (TOML)")
         sub.add_argument("--url", help="rig service URL, without --fast (default $ITBRIG_URL)")
-        sub.add_argument("--pin", help="the engineer's PIN, without --fast (or $ITBRIG_PIN)")
+        sub.add_argument(
+            "--pin",
+            help="the engineer's PIN, without --fast; prefer $ITBRIG_PIN or the prompt",
+        )
         sub.add_argument(
             "--use-calibration",
             metavar="FILE",
@@ -178,9 +180,7 @@ def run_on_service(args: argparse.Namespace, procedure: Procedure, params: Param
             "--use-calibration and --config are for --fast runs; the rig service runs with its "
             "own configuration and the calibration in force"
         )
-    pin = args.pin or os.environ.get("ITBRIG_PIN")
-    if not pin:
-        raise InputError("--pin: the engineer's PIN is needed to calibrate (or $ITBRIG_PIN)")
+    pin = role_pin("engineer", args.pin)
     bar = ProgressBar()
     try:
         with RigClient(args.url) as client:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rig.client.commands import EXIT_OK, _client, _print, run_client_command
+from rig.client.commands import EXIT_OK, _client, _print, client_options, run_client_command
 from rig.common.inputs import InputError
 
 
@@ -140,11 +140,7 @@ def cmd_act(args: argparse.Namespace) -> int:
 
 
 def add_scenario_commands(subparsers: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="rig service URL (default $ITBRIG_URL or local)")
-    common.add_argument("--json", action="store_true", help="print the answer as JSON")
-    common.add_argument("--role", choices=("trainee", "clinician", "engineer"), default=None)
-    common.add_argument("--pin", default=None, help="PIN of the role (or $ITBRIG_PIN)")
+    common = client_options()
     scenario = subparsers.add_parser("scenario", help="training scenarios: run, score, debrief")
     sub = scenario.add_subparsers(dest="scenario_command", required=True)
 

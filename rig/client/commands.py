@@ -51,8 +51,7 @@ def _client(args: argparse.Namespace, *, login: bool) -> RigClient:
     client = RigClient(args.url)
     if login:
         role = args.role or os.environ.get("ITBRIG_ROLE") or "clinician"
-        pin = args.pin or os.environ.get(PIN_ENV) or _ask_pin(f"{role} PIN", PIN_ENV)
-        client.login(role, pin)
+        client.login(role, role_pin(role, args.pin))
     return client
 
 
@@ -252,6 +251,11 @@ def cmd_refill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def role_pin(role: str, given: str | None) -> str:
+    """The PIN of *role*: *given* (``--pin``), else ``$ITBRIG_PIN``, else asked on the terminal."""
+    return given or os.environ.get(PIN_ENV) or _ask_pin(f"{role} PIN", PIN_ENV)
+
+
 def _ask_pin(prompt: str, env: str) -> str:
     """A PIN typed on the terminal without echo; scripts set ``env`` instead."""
     import getpass
@@ -304,7 +308,8 @@ def run_client_command(handler: Callable[[argparse.Namespace], int]):
     return wrapped
 
 
-def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
+def client_options() -> argparse.ArgumentParser:
+    """The options every client command takes (a parent parser): --url, --json, --role, --pin."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="rig service URL (default $ITBRIG_URL or local)")
     common.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -314,6 +319,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="PIN of the role; prefer $ITBRIG_PIN or the prompt (ps shows options)",
     )
+    return common
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
+    common = client_options()
 
     def add(name: str, handler, help_text: str, parent=subparsers) -> argparse.ArgumentParser:
         parser = parent.add_parser(name, parents=[common], help=help_text)
