@@ -15,7 +15,15 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 EXAMPLES = PROJECT_DIR / "examples" / "programs"
 CLINICIAN_PIN = "2222"
 
-__all__ = ["EXAMPLES", "TestService", "confirm_program", "free_port", "program_json", "wait_for"]
+__all__ = [
+    "EXAMPLES",
+    "TestService",
+    "cli_of",
+    "confirm_program",
+    "free_port",
+    "program_json",
+    "wait_for",
+]
 
 
 class TestService(ServiceProcess):
@@ -87,3 +95,23 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, period_s: float 
             return value
         time.sleep(period_s)
     return None
+
+
+def cli_of(service: TestService, monkeypatch, tmp_path: Path, capsys):
+    """Run ``itbrig`` commands in this process against *service*, as a clinician:
+    ``run(*argv)`` → (exit code, stdout, stderr); ``run.client`` and ``run.url`` are the
+    service's."""
+    from rig.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ITBRIG_URL", service.url)
+    monkeypatch.setenv("ITBRIG_PIN", CLINICIAN_PIN)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    run.client = service.client  # type: ignore[attr-defined]
+    run.url = service.url  # type: ignore[attr-defined]
+    return run

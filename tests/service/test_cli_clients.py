@@ -7,21 +7,12 @@ import json
 import pytest
 
 from rig.cli import main
-from tests.service.conftest import EXAMPLES, free_port
+from tests.service.conftest import EXAMPLES, cli_of, free_port
 
 
 @pytest.fixture
 def cli(service, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("ITBRIG_URL", service.url)
-    monkeypatch.setenv("ITBRIG_PIN", "2222")
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_of(service, monkeypatch, tmp_path, capsys)
 
 
 def test_program_propose_confirm_status_stop_start(cli):

@@ -11,25 +11,14 @@ import pytest
 
 from rig.cli import main
 from rig.client.http import ServiceRejected
-from tests.service.conftest import EXAMPLES
+from tests.service.conftest import EXAMPLES, cli_of
 
 
 @pytest.fixture
 def cli(service_factory, monkeypatch, tmp_path, capsys):
     service = service_factory(time_scale=360.0)  # the deadlines hold on a loaded machine
     service.start()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("ITBRIG_URL", service.url)
-    monkeypatch.setenv("ITBRIG_PIN", "2222")
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    run.client = service.client  # type: ignore[attr-defined]
-    run.url = service.url  # type: ignore[attr-defined]
-    return run
+    return cli_of(service, monkeypatch, tmp_path, capsys)
 
 
 def _json(result: tuple[int, str, str]):
