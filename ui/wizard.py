@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.client.format import (
+    LEAD_IN_MODES,
     lead_in_figures,
     mode_label,
     number,
@@ -288,7 +289,7 @@ def draft_from_program(
     if not program:
         return draft
     concentration = program.get("concentration_ug_per_ml")
-    main = program.get("then", program) if program.get("mode") in _LEAD_IN_MODES else program
+    main = program.get("then", program) if program.get("mode") in LEAD_IN_MODES else program
     draft.mode = main.get("mode", "continuous")
     if draft.mode not in MAIN_MODES:
         draft.mode = "continuous"
@@ -311,9 +312,6 @@ def draft_from_program(
         for key, name in PATIENT_BOLUS_KEYS.items():
             draft.values[key] = float(block[name])
     return draft
-
-
-_LEAD_IN_MODES = {"priming_bolus", "bridge_bolus"}
 
 
 def _all_fields() -> list[Field]:
@@ -339,7 +337,7 @@ def home_program_text(status: dict[str, Any]) -> str:
     therapy = status.get("therapy") or {}
     program = therapy.get("program") or {}
     main = program
-    if program.get("mode") in _LEAD_IN_MODES:
+    if program.get("mode") in LEAD_IN_MODES:
         main = program.get("then") or {}
         running = therapy.get("phase") == program["mode"]
         lines.append(

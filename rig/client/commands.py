@@ -23,9 +23,9 @@ from rig.client.format import (
     alarm_text,
     battery_text,
     event_line,
-    mode_label,
     number,
     patient_dose,
+    program_mode_text,
     rate_bench,
     rate_clinical,
     reservoir_contents,
@@ -67,7 +67,7 @@ def _status_text(status: dict[str, Any]) -> str:
         status["training_notice"],
         f"state      {status['state']}  ({status_compression(status)}, "
         f"patient time {when(status['patient_time'])})",
-        f"program    {mode_label(program.get('mode'))}  {program.get('drug') or DASH}  "
+        f"program    {program_mode_text(status)}  {program.get('drug') or DASH}  "
         f"{number(program.get('concentration_ug_per_ml'), 0, 'µg/mL')}  "
         f"{number(program.get('dose_ug_per_day'), 1, 'µg/day')}",
         f"rate now   {rate_clinical(status['rates'])}",

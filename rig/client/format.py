@@ -97,6 +97,22 @@ def mode_label(mode: Any) -> str:
     return MODE_LABELS.get(str(mode), str(mode) if mode else DASH)
 
 
+LEAD_IN_MODES = frozenset({"priming_bolus", "bridge_bolus"})
+"""Modes that run a bolus first, then the program under ``then``."""
+
+
+def program_mode_text(status: dict[str, Any]) -> str:
+    """The mode in force: a priming or bridge bolus while it runs, then the program after it
+    ("Flex (after the bridge bolus)")."""
+    therapy = status.get("therapy") or {}
+    program = therapy.get("program") or {}
+    mode = program.get("mode") or (therapy.get("settings") or {}).get("mode")
+    if mode in LEAD_IN_MODES and therapy.get("phase") != mode and program.get("then"):
+        following = mode_label(program["then"].get("mode"))
+        return f"{following} (after the {mode_label(mode).lower()})"
+    return mode_label(mode)
+
+
 def view(status: dict[str, Any]) -> dict[str, Any]:
     """The parts of a status reply the screens show, flattened from the engine's ``therapy``.
 

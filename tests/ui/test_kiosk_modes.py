@@ -161,6 +161,7 @@ def test_a_clinician_programs_every_mode_and_a_patient_bolus_by_touch(live, serv
     assert program["patient_bolus"]["dose_ug"] == 20
     home = live.manager.get_screen("home")
     drive.wait_for(lambda: "Flex step" in home.ids.program_detail.text, 5, "the flex block")
+    assert home.texts["mode"].startswith("Flex")  # not "Bridge bolus" once it has ended
     drive.screenshot("modes-home-flex")
 
     # Periodic bolus: a background and a bolus every 6 h from 06:00, patient bolus kept.
@@ -318,6 +319,7 @@ def test_a_refill_at_a_new_concentration_ends_with_the_bridge_then_the_flex_prog
     assert status["state"] == "running" and status["therapy"]["phase"] == "bridge_bolus"
     assert status["refill"]["bridge_pending"] is None
     assert home.message == "Bridge bolus running"
+    drive.wait_for(lambda: home.texts["mode"] == "Bridge bolus", 5, "Home's program line")
 
     # The bridge ends and the flex program runs on, its patient bolus with it.
     drive.wait_for(
@@ -329,4 +331,5 @@ def test_a_refill_at_a_new_concentration_ends_with_the_bridge_then_the_flex_prog
     assert status["therapy"]["program"]["then"]["mode"] == "flex"
     assert status["therapy"]["settings"]["patient_bolus"]["dose_ug"] == 25
     drive.wait_for(lambda: "Flex step" in home.ids.program_detail.text, 5, "the flex block")
+    assert home.texts["mode"].startswith("Flex")  # not "Bridge bolus" once it has ended
     drive.screenshot("modes-home-flex-after-bridge")
