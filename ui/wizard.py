@@ -19,7 +19,7 @@ from rig.client.format import (
     parse_time,
     patient_duration,
 )
-from rig.common.schedule import schedule_daily_total_ug
+from rig.common.schedule import format_hhmm, parse_hhmm, schedule_daily_total_ug
 from ui.forms import CATHETER_FIELDS, CONCENTRATION, DAILY_DOSE, DRUG, Field
 
 MAIN_MODES = ("continuous", "flex", "periodic_bolus", "single_bolus", "stopped")
@@ -67,11 +67,6 @@ LEAD_IN_FIELDS: dict[str, tuple[Field, ...]] = {
 }
 
 Step = tuple[int, float | None]  # (start minute after midnight, dose µg/day)
-
-
-def hhmm(minutes: int) -> str:
-    """Minutes after midnight as ``HH:MM``."""
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 TIME_OF_DAY_RULE = "a time of day, 00:00 to 23:59 (type HHMM)"
@@ -138,7 +133,7 @@ class Draft:
             else:
                 program["every_h"] = _whole(value("every_h"))
                 first = keyed_time(value("first_at"))
-                program["first_at"] = hhmm(first) if first is not None else None
+                program["first_at"] = format_hhmm(first) if first is not None else None
         else:
             program.update({f.key: value(f.key) for f in MODE_FIELDS[self.mode]})
         if self.has_patient_bolus:
@@ -262,7 +257,7 @@ class Draft:
 
 
 def schedule_json(steps: list[Step]) -> list[dict[str, Any]]:
-    return [{"start": hhmm(start), "dose_ug_per_day": dose} for start, dose in steps]
+    return [{"start": format_hhmm(start), "dose_ug_per_day": dose} for start, dose in steps]
 
 
 def _whole(value: float | None) -> int | None:
@@ -272,8 +267,7 @@ def _whole(value: float | None) -> int | None:
 def _steps(schedule: list[dict[str, Any]]) -> list[Step]:
     steps = []
     for step in schedule:
-        hours, minutes = str(step["start"]).split(":")
-        steps.append((int(hours) * 60 + int(minutes), float(step["dose_ug_per_day"])))
+        steps.append((parse_hhmm(str(step["start"])), float(step["dose_ug_per_day"])))
     return steps
 
 
@@ -353,14 +347,14 @@ def home_program_text(status: dict[str, Any]) -> str:
         start, dose = steps[current]
         lines.append(
             f"Flex step {current + 1} of {len(steps)} now: [b]{number(dose, 1, 'µg/day')}[/b] "
-            f"since {hhmm(start)}"
+            f"since {format_hhmm(start)}"
         )
         lines.append(
             f"{weekday.capitalize()}: "
             + "  ".join(
-                f"[b][color=33ff66]{hhmm(s)} {d:g}[/color][/b]"
+                f"[b][color=33ff66]{format_hhmm(s)} {d:g}[/color][/b]"
                 if i == current
-                else f"{hhmm(s)} {d:g}"
+                else f"{format_hhmm(s)} {d:g}"
                 for i, (s, d) in enumerate(steps)
             )
         )

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, RootModel, model_validator
 
 from rig.common.inputs import StrictModel, whole_number
-from rig.common.schedule import DaySchedule, schedule_daily_total_ug
-from rig.therapy.units import MINUTES_PER_DAY, WEEKDAYS, parse_hhmm
+from rig.common.schedule import MINUTES_PER_DAY, DaySchedule, parse_hhmm, schedule_daily_total_ug
+from rig.therapy.units import WEEKDAYS
 
 MAX_FLEX_STEPS = 13
 MAX_DOSE_UG_PER_DAY = 100_000.0

@@ -21,6 +21,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, model_validator
 
 from rig.common.inputs import InputError, StrictModel, describe_validation_error, read_toml
+from rig.common.schedule import parse_hhmm
 from rig.therapy.alarms import AlarmCode, AlarmPriority, alarm_spec
 from rig.therapy.catheter import DEFAULT_CATHETER_UL, CatheterContents
 from rig.therapy.clocks import VirtualClock
@@ -36,7 +37,7 @@ from rig.therapy.reservoir import (
     ReservoirState,
     check_reservoir_fits,
 )
-from rig.therapy.units import DAY, UL_PER_ML, hours, parse_hhmm
+from rig.therapy.units import DAY, UL_PER_ML, hours
 
 MAX_SIMULATION_DAYS = 3650.0
 DEFAULT_START = datetime(2025, 1, 6)  # a Monday, midnight

@@ -13,7 +13,6 @@ UL_PER_ML = 1000.0
 HOURS_PER_DAY = 24.0
 MINUTES_PER_HOUR = 60.0
 SECONDS_PER_MINUTE = 60.0
-MINUTES_PER_DAY = 1440
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -77,24 +76,6 @@ def after_hours(start: datetime, duration_h: float) -> datetime:
 def ceil_after_hours(start: datetime, duration_h: float) -> datetime:
     """The first whole microsecond at or after *duration_h* hours past *start*."""
     return start + timedelta(microseconds=math.ceil(duration_h * 3_600_000_000))
-
-
-def parse_hhmm(text: str) -> int:
-    """``"HH:MM"`` (00:00–23:59) → minutes after midnight; ValueError otherwise."""
-    parts = text.split(":")
-    if (
-        len(parts) != 2
-        or not all(len(part) == 2 and part.isdigit() and part.isascii() for part in parts)
-        or int(parts[0]) > 23
-        or int(parts[1]) > 59
-    ):
-        raise ValueError(f"{text!r} is not a time of day; allowed HH:MM from 00:00 to 23:59")
-    return int(parts[0]) * 60 + int(parts[1])
-
-
-def format_hhmm(minutes: int) -> str:
-    """Minutes after midnight → ``"HH:MM"``."""
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def midnight(moment: datetime) -> datetime:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rig.common.schedule import format_hhmm
 from rig.therapy.drugs import load_program, parse_program
 from rig.therapy.plan import (
     bench_steps_per_s,
@@ -16,7 +17,6 @@ from rig.therapy.plan import (
     build_plan,
     compile_regimen,
 )
-from rig.therapy.units import format_hhmm
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "programs"
 MONDAY = datetime(2025, 1, 6)

@@ -6,15 +6,14 @@ from datetime import datetime
 
 import pytest
 
+from rig.common.schedule import format_hhmm, parse_hhmm
 from rig.therapy.units import (
     ceil_after_hours,
     dose_ug,
     dose_ug_per_day,
     floor_to_minute,
-    format_hhmm,
     ml_per_day,
     ml_per_day_from_ul_per_h,
-    parse_hhmm,
     rate_ul_per_h,
     volume_ul,
     weekday_name,
