@@ -73,7 +73,15 @@ from rig.service.auth import (
 )
 from rig.service.books import StorageError
 from rig.service.bridge import NoBridgeRequest
-from rig.service.errors import install_error_handlers, problems_from_text, refuse, responses
+from rig.service.errors import (
+    ANY,
+    BODY,
+    CHANGE,
+    install_error_handlers,
+    problems_from_text,
+    refuse,
+    responses,
+)
 from rig.service.guard import MAX_BODY_BYTES, RequestGuard
 from rig.service.loop import RigService
 from rig.therapy.drugs import load_program
@@ -84,12 +92,6 @@ SQLITE_MAX_INTEGER = 2**63 - 1
 PIN_PATTERN = r"^[0-9]{4,8}$"
 FACTORY_PINS = frozenset(DEFAULT_PINS.values())
 EXAMPLE_PROGRAMS = ("continuous", "flex", "patient_bolus", "priming_bolus", "single_bolus")
-
-# Status codes answered by (nearly) every operation of a kind.
-ANY = (401,)
-BODY = (400, 401, 413, 422)
-SESSION = (401, 403)
-CHANGE = (*SESSION, 507)
 
 
 def _not_a_factory_pin(pin: str) -> str:

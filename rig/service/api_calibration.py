@@ -18,7 +18,7 @@ from rig.service.api_bodies import (
     CalibrationVersion,
 )
 from rig.service.auth import Action, Role
-from rig.service.errors import problems_from_text, responses
+from rig.service.errors import ANY, BODY, CHANGE, problems_from_text, responses
 from rig.service.loop import RigService
 
 SQLITE_MAX_INTEGER = 2**63 - 1
@@ -29,7 +29,6 @@ EXPORTS = {
     "report.pdf": "application/pdf",
 }
 ExportName = Literal["samples.csv", "results.csv", "report.pdf"]
-CHANGE = (401, 403, 409, 507)
 
 
 class StartRequest(StrictModel):
@@ -74,7 +73,7 @@ def add_calibration_routes(
         return run
 
     @app.get(
-        "/api/calibration", response_model=None, responses=responses(401, ok=CalibrationOverview)
+        "/api/calibration", response_model=None, responses=responses(*ANY, ok=CalibrationOverview)
     )
     def calibration(
         since: Annotated[int, Query(ge=0, le=100_000)] = 0,
@@ -96,7 +95,7 @@ def add_calibration_routes(
     @app.get(
         "/api/calibration/runs",
         response_model=None,
-        responses=responses(401, ok=list[CalibrationRunRow]),
+        responses=responses(*ANY, ok=list[CalibrationRunRow]),
     )
     def runs() -> list[dict[str, Any]]:
         """The latest calibration runs, newest first (without their samples)."""
@@ -105,7 +104,7 @@ def add_calibration_routes(
     @app.get(
         "/api/calibration/runs/{run_id}",
         response_model=None,
-        responses=responses(401, 404, ok=CalibrationRunRow),
+        responses=responses(*ANY, 404, ok=CalibrationRunRow),
     )
     def run(run_id: RunId) -> dict[str, Any]:
         """One run as the books hold it: parameters, raw samples, result, who, the calibration
@@ -115,7 +114,7 @@ def add_calibration_routes(
     @app.get(
         "/api/calibration/runs/{run_id}/{name}",
         responses={
-            **responses(401, 404, 409),
+            **responses(*ANY, 404, 409),
             200: {"content": {media: {} for media in set(EXPORTS.values())}},
         },
         response_class=Response,
@@ -128,7 +127,7 @@ def add_calibration_routes(
     @app.post(
         "/api/calibration/runs",
         response_model=None,
-        responses=responses(400, 413, 422, *CHANGE, ok=CalibrationStarted),
+        responses=responses(*BODY, *CHANGE, 409, ok=CalibrationStarted),
     )
     def start(
         body: StartRequest, role: Annotated[Role, Depends(require(Action.CALIBRATION))]
@@ -144,7 +143,7 @@ def add_calibration_routes(
     @app.post(
         "/api/calibration/cancel",
         response_model=None,
-        responses=responses(*CHANGE, ok=CalibrationJob),
+        responses=responses(*CHANGE, 409, ok=CalibrationJob),
     )
     def cancel(role: Annotated[Role, Depends(require(Action.CALIBRATION))]) -> dict[str, Any]:
         """Cancel the run going on: the motor stops at once and the catheter is opened."""
@@ -153,7 +152,7 @@ def add_calibration_routes(
     @app.post(
         "/api/calibration/apply",
         response_model=None,
-        responses=responses(400, 413, 422, *CHANGE, ok=CalibrationVersion),
+        responses=responses(*BODY, *CHANGE, 409, ok=CalibrationVersion),
     )
     def apply(
         body: ApplyRequest, role: Annotated[Role, Depends(require(Action.CALIBRATION))]
@@ -164,7 +163,7 @@ def add_calibration_routes(
     @app.post(
         "/api/calibration/rollback",
         response_model=None,
-        responses=responses(400, 413, 422, *CHANGE, ok=CalibrationVersion),
+        responses=responses(*BODY, *CHANGE, 409, ok=CalibrationVersion),
     )
     def rollback(
         body: RollbackRequest, role: Annotated[Role, Depends(require(Action.CALIBRATION))]

@@ -16,15 +16,12 @@ from pydantic import Field
 from rig.common.inputs import StrictModel
 from rig.service.api_bodies import Debrief, ScenarioRun, TrainingAction, TrainingCatalogue
 from rig.service.auth import Action, Role
-from rig.service.errors import refuse, responses
+from rig.service.errors import ANY, BODY, CHANGE, refuse, responses
 from rig.service.loop import RigService, StateConflict
 from rig.service.training import TrainingDesk, debrief_csv, reports
 from rig.therapy.clinical_faults import CATALOGUE, CLINICAL_ACTIONS, ClinicalFault
 from rig.therapy.scenario import load_scenario, shipped_scenarios
 
-ANY = (401,)
-BODY = (400, 401, 413, 422)
-CHANGE = (401, 403, 507)
 ParamValue = float | int | str | bool
 
 

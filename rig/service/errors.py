@@ -66,6 +66,16 @@ STATUS_MEANINGS: dict[int, str] = {
 }
 
 
+# Status codes answered by (nearly) every operation of a kind, for ``responses(...)``.
+ANY = (401,)
+"""Any request: a wrong or missing access token."""
+BODY = (400, 401, 413, 422)
+"""An operation with a body: not JSON, too large, breaks the schema."""
+SESSION = (401, 403)
+CHANGE = (*SESSION, 507)
+"""A change: a session whose role permits it, and books that can be written."""
+
+
 def responses(*codes: int, ok: Any = None) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` declaring each error status with the error body, and the
     successful answer's body *ok* (a model, or ``list[model]``) when given."""
