@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import tomllib
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from calibration.models import PositiveFloat, Result
-from rig.common.inputs import InputError
+from rig.common.inputs import InputError, read_toml
 
 SCALARS: list[tuple[str, str, str]] = [
     ("ul_per_step_nominal", "µL per step, nominal", "{:.6f}"),
@@ -114,12 +112,7 @@ def load_limits(path: str | None) -> Limits:
     """Limits from a TOML file (every key optional), or the defaults."""
     if path is None:
         return Limits()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"--limits: cannot read {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"--limits: {path} is not TOML ({error})") from None
+    data = read_toml(path, "the --limits file")
     try:
         return Limits.model_validate(data)
     except ValidationError as error:
